@@ -1,0 +1,74 @@
+"""Health probes: http, tcp and exec, each one attempt bounded by its timeout.
+
+An `exec` probe is a child like any other: it is spawned through `spawn.py` and its exit
+comes from the reaper (DESIGN §2, one reaper), through the `run_exec` callable the
+service passes in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Awaitable, Callable
+from urllib.parse import urlsplit
+
+from entrypoint.spec import HealthSpec
+
+# run_exec(argv, timeout) -> (exit code or None on timeout, output)
+ExecRunner = Callable[[tuple[str, ...], float], Awaitable[tuple[int | None, str]]]
+
+
+async def probe(spec: HealthSpec, run_exec: ExecRunner) -> tuple[bool, str]:
+    """One health check attempt: (healthy?, what it said)."""
+    try:
+        if spec.kind == "exec":
+            code, output = await run_exec(tuple(spec.target), spec.timeout)
+            if code is None:
+                return False, f"timed out after {spec.timeout:g}s"
+            return code == 0, (output.strip()[-500:] or f"exit status {code}")
+        if spec.kind == "tcp":
+            return await asyncio.wait_for(_tcp(str(spec.target)), spec.timeout)
+        return await asyncio.wait_for(_http(str(spec.target)), spec.timeout)
+    except asyncio.TimeoutError:
+        return False, f"timed out after {spec.timeout:g}s"
+    except (OSError, ValueError) as exc:
+        return False, str(exc) or exc.__class__.__name__
+
+
+async def _tcp(target: str) -> tuple[bool, str]:
+    host, _, port = target.rpartition(":")
+    reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+    writer.close()
+    await _closed(writer)
+    return True, f"connected to {target}"
+
+
+async def _http(url: str) -> tuple[bool, str]:
+    """GET `url`; healthy on a 2xx or 3xx status, as Docker's curl-style checks treat it."""
+    parts = urlsplit(url)
+    secure = parts.scheme == "https"
+    port = parts.port or (443 if secure else 80)
+    host = parts.hostname or "127.0.0.1"
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    reader, writer = await asyncio.open_connection(host, port, ssl=secure or None)
+    try:
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: {parts.netloc}\r\n"
+                     f"User-Agent: entrypoint-healthcheck\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        status_line = (await reader.readline()).decode("latin-1").strip()
+    finally:
+        writer.close()
+        await _closed(writer)
+    fields = status_line.split(" ", 2)
+    if len(fields) < 2 or not fields[1].isdigit():
+        return False, f"not an HTTP response: {status_line[:80]!r}"
+    status = int(fields[1])
+    return 200 <= status < 400, f"HTTP {status_line[len(fields[0]) + 1:]}"
+
+
+async def _closed(writer: asyncio.StreamWriter) -> None:
+    try:
+        await writer.wait_closed()
+    except OSError:
+        pass

@@ -1,0 +1,42 @@
+"""`entrypoint run`: validate, then supervise on one asyncio loop until the end."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sys
+
+from entrypoint.errors import EntrypointError
+from entrypoint.spec import Config
+
+EXIT_CMD_NOT_FOUND = 127
+
+
+def run(args: argparse.Namespace, cmd: list[str]) -> int:
+    from entrypoint.cli import _load
+    from entrypoint.output import Printer, use_color
+
+    config, warnings = _load(args.config, args.procfile, need_config=not cmd)
+    if config is None:
+        config = Config(source="(no config)", services=())
+    if cmd and shutil.which(cmd[0], path=os.environ.get("PATH")) is None:
+        raise EntrypointError(f'command "{cmd[0]}" not found in PATH; nothing was started',
+                              EXIT_CMD_NOT_FOUND)
+    color = use_color(None if args.color == "auto" else args.color, os.environ,
+                      os.isatty(sys.stdout.fileno()))
+    printer = Printer(sys.stdout.fileno(), color=color, timestamps=args.timestamps,
+                      log_format=args.log_format)
+    printer.set_names([s.name for s in config.services])
+    for problem in warnings:
+        printer.system(f"warning: {problem.render()}", "warning")
+
+    from entrypoint.supervisor import Supervisor
+
+    supervisor = Supervisor(config, printer, cmd=cmd or None, ready_timeout=args.ready_timeout,
+                            log_lines=args.log_lines)
+    return asyncio.run(supervisor.run())
+
+
+

@@ -1,0 +1,207 @@
+"""Start processes: under a PTY or with pipes, as another user, in their own session.
+
+`spawn()` never waits: the caller registers the pid with the reaper in the same loop
+callback. The user switch happens in C inside `subprocess.Popen` (setgroups, setregid,
+setreuid); the only Python run in the child is a tiny preexec that makes the PTY the
+controlling terminal and puts back signal dispositions the runner changed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import grp
+import os
+import pty
+import pwd
+import signal
+import struct
+import subprocess
+import termios
+from dataclasses import dataclass, field
+
+from entrypoint.errors import EntrypointError
+
+# Signals the runner ignores; ignored dispositions survive exec, so children get them back.
+_RUNNER_IGNORED = (signal.SIGTTOU, signal.SIGTTIN, signal.SIGTSTP, signal.SIGPIPE)
+
+
+class SpawnError(EntrypointError):
+    """A process could not be started (exec failed, unknown user, bad directory)."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    name: str
+    home: str
+
+
+@dataclass
+class Spawned:
+    pid: int
+    # Read ends to drain, by stream name: {"stdout": fd} under a PTY, or stdout + stderr.
+    fds: dict[str, int] = field(default_factory=dict)
+    popen: subprocess.Popen | None = None
+
+    def mark_reaped(self, returncode: int) -> None:
+        # Popen must never wait for this pid itself (the reaper did): give it a status so
+        # neither __del__ nor subprocess._cleanup() calls waitpid on a recycled pid.
+        if self.popen is not None:
+            self.popen.returncode = returncode
+
+
+def resolve_identity(user: str | None, group: str | None) -> Identity | None:
+    """The uid, gid, supplementary groups, name and HOME for `user`/`group`, or None."""
+    if user is None and group is None:
+        return None
+    try:
+        if user is None:
+            entry = pwd.getpwuid(os.getuid())
+        elif user.isdigit():
+            try:
+                entry = pwd.getpwuid(int(user))
+            except KeyError:
+                return Identity(int(user), _group_id(group) if group else int(user), (), user, "/")
+        else:
+            entry = pwd.getpwnam(user)
+    except KeyError:
+        raise SpawnError(f'user "{user}" does not exist') from None
+    gid = _group_id(group) if group else entry.pw_gid
+    groups = tuple(os.getgrouplist(entry.pw_name, gid)) if user is not None else ()
+    return Identity(entry.pw_uid, gid, groups, entry.pw_name, entry.pw_dir)
+
+
+def _group_id(group: str) -> int:
+    if group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise SpawnError(f'group "{group}" does not exist') from None
+
+
+def child_environment(base: dict[str, str], identity: Identity | None) -> dict[str, str]:
+    env = dict(base)
+    if identity is not None:
+        env["HOME"] = identity.home
+        env["USER"] = identity.name
+        env["LOGNAME"] = identity.name
+    return env
+
+
+def _winsize() -> bytes:
+    try:
+        return fcntl.ioctl(1, termios.TIOCGWINSZ, b"\0" * 8)
+    except OSError:
+        return struct.pack("HHHH", 24, 80, 0, 0)
+
+
+def _restore_signals() -> None:
+    for sig in _RUNNER_IGNORED:
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def _child_with_ctty() -> None:
+    # Runs in the child after setsid(): stdin is the PTY slave; adopt it as the
+    # controlling terminal so the service gets job control and SIGHUP/SIGWINCH semantics.
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    _restore_signals()
+
+
+def spawn(
+    argv: tuple[str, ...] | list[str],
+    *,
+    env: dict[str, str],
+    cwd: str | None = None,
+    identity: Identity | None = None,
+    tty: bool = True,
+    merge_stderr: bool = False,
+) -> Spawned:
+    """Start `argv` in a new session; return its pid and the fds to read its output from.
+
+    `tty=True`: one PTY for stdin/stdout/stderr, made the controlling terminal.
+    `tty=False`: stdin is /dev/null, stdout and stderr are separate pipes (one pipe when
+    `merge_stderr`). Raises SpawnError with a readable message when exec fails.
+    """
+    user_kwargs = {}
+    if identity is not None:
+        user_kwargs = dict(user=identity.uid, group=identity.gid, extra_groups=list(identity.groups))
+    if tty:
+        master, slave = pty.openpty()
+        try:
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, _winsize())
+            attrs = termios.tcgetattr(slave)
+            attrs[1] &= ~termios.ONLCR     # "\n" stays "\n": no "\r\n" to undo per line
+            termios.tcsetattr(slave, termios.TCSANOW, attrs)
+            popen = _popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd,
+                           preexec_fn=_child_with_ctty, **user_kwargs)
+        except BaseException:
+            os.close(master)
+            raise
+        finally:
+            os.close(slave)
+        os.set_blocking(master, False)
+        return Spawned(popen.pid, {"stdout": master}, popen)
+
+    out_r, out_w = os.pipe()
+    err_r, err_w = (None, out_w) if merge_stderr else os.pipe()
+    try:
+        popen = _popen(argv, stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, env=env,
+                       cwd=cwd, preexec_fn=_restore_signals, **user_kwargs)
+    except BaseException:
+        os.close(out_r)
+        if err_r is not None:
+            os.close(err_r)
+        raise
+    finally:
+        os.close(out_w)
+        if err_r is not None:
+            os.close(err_w)
+    fds = {"stdout": out_r}
+    if err_r is not None:
+        fds["stderr"] = err_r
+    for fd in fds.values():
+        os.set_blocking(fd, False)
+    return Spawned(popen.pid, fds, popen)
+
+
+def spawn_foreground(argv: list[str], *, env: dict[str, str]) -> Spawned:
+    """Start the main command (CMD) with our stdio as it is.
+
+    When stdin is a terminal the CMD gets its own process group and becomes the
+    terminal's foreground group (as tini does), so shells get job control and Ctrl-C goes
+    to the CMD rather than to us.
+    """
+    interactive = os.isatty(0)
+
+    def take_terminal() -> None:
+        os.setpgid(0, 0)
+        if interactive:
+            try:
+                os.tcsetpgrp(0, os.getpgrp())   # SIGTTOU is still ignored here: inherited
+            except OSError:
+                pass
+        _restore_signals()
+
+    popen = _popen(argv, new_session=False, env=env, preexec_fn=take_terminal)
+    return Spawned(popen.pid, {}, popen)
+
+
+def _popen(argv, *, new_session: bool = True, **kwargs) -> subprocess.Popen:
+    try:
+        return subprocess.Popen(list(argv), start_new_session=new_session, close_fds=True, **kwargs)
+    except FileNotFoundError as exc:
+        missing = exc.filename or argv[0]
+        if kwargs.get("cwd") and missing == kwargs["cwd"]:
+            raise SpawnError(f'directory "{missing}" does not exist') from None
+        raise SpawnError(f'"{missing}": no such file or directory') from None
+    except PermissionError as exc:
+        raise SpawnError(f'"{exc.filename or argv[0]}": permission denied '
+                         f"(is it executable, and readable by the service's user?)") from None
+    except OSError as exc:
+        raise SpawnError(f'cannot start "{argv[0]}": {exc.strerror or exc}') from None
+    except subprocess.SubprocessError as exc:
+        raise SpawnError(f'cannot start "{argv[0]}": {exc}') from None
+

@@ -1,0 +1,85 @@
+"""The validated configuration as plain frozen dataclasses.
+
+`config.load()` turns `services.toml` or a Procfile into these. The runtime (supervisor,
+service, spawn, health, output) reads only these, never the pydantic models, so the
+long-running process does not need pydantic after validation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Condition = Literal["started", "healthy", "completed"]
+RestartPolicy = Literal["no", "on-failure", "always"]
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    pre_script_timeout: float = 30.0
+    post_script_timeout: float = 5.0
+    service_shutdown_timeout: float = 15.0
+    global_shutdown_timeout: float = 45.0
+    dependency_wait_timeout: float = 120.0
+
+
+@dataclass(frozen=True)
+class HealthSpec:
+    kind: Literal["http", "tcp", "exec"]
+    target: str | tuple[str, ...]   # URL for http, "host:port" for tcp, argv tuple for exec
+    interval: float = 2.0
+    timeout: float = 1.0
+    retries: int = 3
+    start_period: float = 0.0
+    on_unhealthy: Literal["ignore", "restart"] = "ignore"
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    argv: tuple[str, ...]            # resolved: argv[0] is an absolute path (or "/bin/sh" for shell)
+    enabled: bool = True
+    required: bool = False
+    depends_on: tuple[tuple[str, Condition], ...] = ()   # (service name, condition), defaults resolved
+    wait_after: float = 0.0
+    user: str | None = None          # as written (name or uid); resolved at spawn
+    group: str | None = None
+    directory: str | None = None
+    env: tuple[tuple[str, str], ...] = ()   # env_file entries then env entries, interpolated
+    pre_script: str | None = None
+    post_script: str | None = None
+    log_file: str | None = None
+    log_max_bytes: int = 10_000_000
+    log_backups: int = 5
+    oneshot: bool = False
+    tty: bool = True
+    restart: RestartPolicy = "on-failure"
+    stop_signal: str = "TERM"        # name without SIG, upper case
+    healthcheck: HealthSpec | None = None
+    # Restart backoff: first delay, doubling up to the cap; give up after `restart_limit`
+    # quick failures in a row; a run longer than `stable_after` seconds resets both.
+    restart_delay: float = 1.0
+    restart_delay_max: float = 30.0
+    restart_limit: int = 5
+    stable_after: float = 10.0
+
+    def environment(self) -> dict[str, str]:
+        return dict(self.env)
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str                      # the file it came from, for messages
+    services: tuple[ServiceSpec, ...]
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    procfile: bool = False           # Procfile semantics: the first exit stops everything
+
+    def service(self, name: str) -> ServiceSpec:
+        for spec in self.services:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.services]

@@ -1,0 +1,431 @@
+"""The stack: start services, gate the CMD on readiness, stop in reverse, decide the exit.
+
+One asyncio loop, one reaper. Every decision to end the run goes through `_end()`, which
+starts the one shutdown and fixes the exit status (CONTRACT §7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import shutil
+import signal
+import time
+from typing import Iterable
+
+from entrypoint.output import LogRing, Printer, RotatingLog, StreamOutput
+from entrypoint.reaper import ExitStatus, Reaper
+from entrypoint.service import TERMINAL, Runtime, Service, State
+from entrypoint.spawn import SpawnError, spawn_foreground
+from entrypoint.spec import Config
+
+SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+FORWARDED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM, signal.SIGWINCH)
+SWEEP_GRACE = 5.0   # leftover processes get this long between SIGTERM and SIGKILL
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Not PID 1: ask the kernel to re-parent orphaned descendants to us instead."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+class Supervisor:
+    def __init__(self, config: Config, printer: Printer, *, cmd: list[str] | None = None,
+                 ready_timeout: float | None = None, environ: dict[str, str] | None = None,
+                 log_lines: int = 1000):
+        self.config = config
+        self.printer = printer
+        self.cmd = cmd
+        self.ready_timeout = (ready_timeout if ready_timeout is not None
+                              else config.timeouts.dependency_wait_timeout)
+        self.environ = dict(os.environ if environ is None else environ)
+        self.log_lines = log_lines
+        self.reaper = Reaper()
+        self.services: dict[str, Service] = {}
+        self.rings: dict[str, LogRing] = {}
+        self._outputs: dict[str, dict[str, StreamOutput]] = {}
+        self._hook_outputs: dict[str, StreamOutput] = {}
+        self._logs: dict[str, RotatingLog] = {}
+        self.shutting_down = False
+        self.started_at = time.time()
+        self.cmd_pid: int | None = None
+        self.cmd_exit: ExitStatus | None = None
+        self._exit_status: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._done: asyncio.Future[int] | None = None
+        self._shutdown_task: asyncio.Task | None = None
+        self._ready_changed = asyncio.Event()
+        self._cmd_exit_future: asyncio.Future[ExitStatus] | None = None
+        self._forced = False
+        # Extensions (control socket, reports) plug in here: called with the supervisor
+        # once the loop runs, and awaited after the last service stopped.
+        self.startup_hooks: list = []
+        self.shutdown_hooks: list = []
+        self.on_reload_signal = None     # set by the control layer (SIGHUP)
+        self.on_report_signal = None     # set by the control layer (SIGUSR1 without a CMD)
+
+    # -- wiring -----------------------------------------------------------------------
+
+    def _runtime(self) -> Runtime:
+        return Runtime(loop=self._loop, reaper=self.reaper, printer=self.printer,
+                       timeouts=self.config.timeouts, lookup=self.services.__getitem__,
+                       on_change=self._on_change, outputs_for=self._outputs_for,
+                       hook_output_for=self._hook_output_for, environ=self.environ)
+
+    def _add_service(self, spec) -> Service:
+        service = Service(spec, self._runtime())
+        self.services[spec.name] = service
+        self.rings.setdefault(spec.name, LogRing(self.log_lines))
+        return service
+
+    def _log_for(self, service: Service) -> RotatingLog | None:
+        spec = service.spec
+        if not spec.log_file:
+            return None
+        log = self._logs.get(spec.name)
+        if log is None:
+            log = RotatingLog(spec.log_file, spec.log_max_bytes, spec.log_backups,
+                              on_error=lambda msg: self.printer.system(
+                                  f"{spec.name}: log_file: {msg}", "warning"))
+            self._logs[spec.name] = log
+        return log
+
+    def _outputs_for(self, service: Service) -> dict[str, StreamOutput]:
+        outputs = self._outputs.get(service.name)
+        if outputs is None:
+            log, ring = self._log_for(service), self.rings[service.name]
+            outputs = {stream: StreamOutput(self.printer, service.name, stream, log=log, ring=ring)
+                       for stream in (("stdout",) if service.spec.tty else ("stdout", "stderr"))}
+            self._outputs[service.name] = outputs
+        return outputs
+
+    def _hook_output_for(self, service: Service) -> StreamOutput:
+        output = self._hook_outputs.get(service.name)
+        if output is None:
+            output = StreamOutput(self.printer, service.name, "stdout", log=self._log_for(service),
+                                  ring=self.rings[service.name])
+            self._hook_outputs[service.name] = output
+        return output
+
+    # -- the run ----------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Supervise until the end; return the exit status (CONTRACT §7)."""
+        self._loop = asyncio.get_running_loop()
+        self._done = self._loop.create_future()
+        if os.getpid() != 1:
+            become_subreaper()
+        for sig in (signal.SIGTTOU, signal.SIGTTIN, signal.SIGTSTP):
+            signal.signal(sig, signal.SIG_IGN)   # we hand the terminal to the CMD
+        self.reaper.install(self._loop)
+        for sig in SHUTDOWN_SIGNALS:
+            self._loop.add_signal_handler(sig, self._on_shutdown_signal, sig)
+        self._loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+        for sig in FORWARDED_SIGNALS:
+            self._loop.add_signal_handler(sig, self._on_other_signal, sig)
+
+        self.printer.set_names(self.config.names)
+        for hook in self.startup_hooks:
+            await hook(self)
+        for spec in self.config.services:
+            self._add_service(spec)
+        enabled = [s for s in self.services.values() if s.spec.enabled]
+        what = f"{len(enabled)} service{'s' if len(enabled) != 1 else ''}"
+        self.printer.system(f"starting {what} from {self.config.source}"
+                            + (f" (pid {os.getpid()})" if os.getpid() != 1 else " as PID 1"))
+        for service in enabled:
+            service.start()
+        if self.cmd:
+            self._loop.create_task(self._run_cmd())
+        elif not enabled:
+            self._end(0, "no services to run")
+        status = await self._done
+        for hook in self.shutdown_hooks:
+            await hook(self)
+        for sig in (*SHUTDOWN_SIGNALS, signal.SIGHUP, *FORWARDED_SIGNALS):
+            self._loop.remove_signal_handler(sig)
+        self.reaper.uninstall()
+        for log in self._logs.values():
+            log.close()
+        return status
+
+    def _on_change(self, service: Service) -> None:
+        self._ready_changed.set()
+        self._ready_changed = asyncio.Event()
+        if self.shutting_down:
+            return
+        if service.state == State.FAILED and service.spec.required:
+            exit_status = service.last_exit
+            status = exit_status.shell_status if exit_status and not exit_status.success else 1
+            self._end(status, f'required service "{service.name}" failed')
+        elif self.config.procfile and service.state in TERMINAL:
+            exit_status = service.last_exit
+            status = exit_status.shell_status if exit_status else 1
+            self._end(status, f'"{service.name}" ended ({exit_status.describe() if exit_status else "did not start"})')
+        elif not self.cmd and service.state in TERMINAL:
+            services = [s for s in self.services.values() if s.spec.enabled]
+            if all(s.state in TERMINAL and not s.active for s in services):
+                failed = [s.name for s in services if s.state == State.FAILED]
+                self._end(1 if failed else 0, "every service has ended"
+                          + (f" ({', '.join(failed)} failed)" if failed else ""))
+
+    # -- the CMD ----------------------------------------------------------------------
+
+    def not_ready(self) -> list[Service]:
+        return [s for s in self.services.values()
+                if s.spec.enabled and s.condition(s.ready_condition) is not True]
+
+    async def _run_cmd(self) -> None:
+        if not await self._wait_ready():
+            return
+        self.printer.system(f"all services ready; running {' '.join(self.cmd)}")
+        try:
+            child = spawn_foreground(self.cmd, env=self.environ)
+        except SpawnError as exc:
+            self.printer.system(f"cannot run the command: {exc.message}", "error")
+            self._end(127, "the command could not start")
+            return
+        exit_future = self.reaper.wait(child.pid)     # same callback as the spawn
+        self.cmd_pid, self._cmd_exit_future = child.pid, exit_future
+        status = await exit_future
+        child.mark_reaped(status.shell_status)
+        self.cmd_pid = None
+        self.cmd_exit = status
+        self._end(status.shell_status, f"the command ended ({status.describe()})")
+
+    async def _wait_ready(self) -> bool:
+        deadline = self._loop.time() + self.ready_timeout
+        while not self.shutting_down:
+            waiting = self.not_ready()
+            if not waiting:
+                return True
+            for service in waiting:
+                if service.state in TERMINAL:
+                    if not service.spec.required:   # a required one ends the run by itself
+                        self._end(1, f'"{service.name}" {service.state.value} before the '
+                                     f"command could start")
+                    return False
+            remaining = deadline - self._loop.time()
+            if remaining <= 0:
+                names = ", ".join(f"{s.name} ({s.state.value}, wants {s.ready_condition})"
+                                  for s in waiting)
+                self.printer.system(f"services not ready after {self.ready_timeout:g}s "
+                                    f"(--ready-timeout): {names}", "error")
+                for service in waiting:
+                    for line in self.rings[service.name].tail(5):
+                        self.printer.system(f"  {service.name} | {line}")
+                self._end(1, "services never became ready")
+                return False
+            try:
+                await asyncio.wait_for(self._ready_changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+        return False
+
+    # -- signals ----------------------------------------------------------------------
+
+    def _on_shutdown_signal(self, sig: int) -> None:
+        name = signal.Signals(sig).name
+        if self.shutting_down:
+            if sig in (signal.SIGTERM, signal.SIGINT):
+                self.printer.system(f"{name} again: killing everything now", "warning")
+                self._exit_status = 128 + sig
+                self._kill_everything()
+            return
+        self.printer.system(f"{name} received: shutting down")
+        self._end(None, f"{name}")
+
+    def _on_hup(self) -> None:
+        if self.on_reload_signal is not None:
+            self.on_reload_signal()
+        else:
+            self.printer.system("SIGHUP received; reload is not available here", "warning")
+
+    def _on_other_signal(self, sig: int) -> None:
+        if self.cmd_pid is not None:
+            try:
+                os.kill(self.cmd_pid, sig)
+            except ProcessLookupError:
+                pass
+        elif sig == signal.SIGUSR1 and self.on_report_signal is not None:
+            self.on_report_signal()
+
+    # -- shutdown ---------------------------------------------------------------------
+
+    def _end(self, status: int | None, reason: str) -> None:
+        """Begin the one shutdown. `status` None: a signal asked (the CMD's status, or 0)."""
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        self._exit_status = status
+        self._shutdown_task = self._loop.create_task(self._shutdown(reason))
+
+    async def _shutdown(self, reason: str) -> None:
+        timeouts = self.config.timeouts
+        self.printer.system(f"stopping ({reason})")
+        everything = self._loop.create_task(self._stop_everything())
+        try:
+            await asyncio.wait_for(asyncio.shield(everything), timeouts.global_shutdown_timeout)
+        except asyncio.TimeoutError:
+            self.printer.system(f"shutdown took longer than {timeouts.global_shutdown_timeout:g}s "
+                                f"(global_shutdown_timeout): killing what is left", "warning")
+            self._kill_everything()
+            await everything
+            if self._exit_status is None:
+                self._exit_status = 1
+        await self._sweep()
+        status = self._exit_status
+        if status is None:
+            status = self.cmd_exit.shell_status if self.cmd_exit else 0
+        self.printer.system(f"exit status {status}")
+        if not self._done.done():
+            self._done.set_result(status)
+
+    async def _stop_everything(self) -> None:
+        if self.cmd_pid is not None:
+            await self._stop_cmd()
+        tasks: dict[str, asyncio.Task] = {}
+        dependents: dict[str, list[str]] = {name: [] for name in self.services}
+        for service in self.services.values():
+            for dep, _ in service.spec.depends_on:
+                if dep in dependents:
+                    dependents[dep].append(service.name)
+
+        async def stop_one(service: Service) -> None:
+            # A service stops only after everything that depends on it has stopped.
+            await asyncio.gather(*(tasks[d] for d in dependents[service.name]))
+            was_running = service.pid is not None
+            began = self._loop.time()
+            await service.stop("shutdown")
+            if was_running:
+                exit_status = service.last_exit
+                self.printer.system(f"{service.name} stopped "
+                                    f"({exit_status.describe() if exit_status else 'no status'}) "
+                                    f"in {self._loop.time() - began:.2f}s")
+
+        for service in self.services.values():
+            tasks[service.name] = self._loop.create_task(stop_one(service))
+        await asyncio.gather(*tasks.values())
+
+    async def _stop_cmd(self) -> None:
+        """The CMD depends on every service: it stops first, like a service would."""
+        pid, exited = self.cmd_pid, self._cmd_exit_future
+        timeout = self.config.timeouts.service_shutdown_timeout
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(exited), timeout)
+        except asyncio.TimeoutError:
+            self.printer.system(f"the command did not stop within {timeout:g}s; SIGKILL", "warning")
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            await exited
+
+    def _kill_everything(self) -> None:
+        for service in self.services.values():
+            service.kill()
+        self._forced = True
+        if self.cmd_pid is not None:
+            try:
+                os.kill(self.cmd_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    async def _sweep(self) -> None:
+        """TERM, then KILL, whatever descendant is left; return when no child is left."""
+        leftovers = descendants(os.getpid())
+        if leftovers and self._forced:
+            _signal_all(leftovers, signal.SIGKILL)
+        elif leftovers:
+            listing = ", ".join(f"{pid} ({_comm(pid)})" for pid in leftovers[:10])
+            self.printer.system(f"{len(leftovers)} leftover process(es): {listing}; "
+                                f"sending SIGTERM", "warning")
+            _signal_all(leftovers, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self._wait_gone(leftovers), SWEEP_GRACE)
+            except asyncio.TimeoutError:
+                still = [pid for pid in leftovers if _alive(pid)]
+                self.printer.system(f"sending SIGKILL to {len(still)} process(es)", "warning")
+                _signal_all(descendants(os.getpid()), signal.SIGKILL)
+        try:
+            await asyncio.wait_for(self.reaper.wait_no_children(), SWEEP_GRACE)
+        except asyncio.TimeoutError:
+            self.printer.system("some children could not be reaped; exiting anyway", "warning")
+
+    async def _wait_gone(self, pids: Iterable[int]) -> None:
+        pids = list(pids)
+        while any(_alive(pid) for pid in pids):
+            await asyncio.sleep(0.05)
+
+    # -- operations for the control layer ----------------------------------------------
+
+    def snapshot(self) -> list[dict]:
+        return [service.snapshot() for service in self.services.values()]
+
+    def request_shutdown(self) -> None:
+        self._end(None, "shutdown requested")
+
+
+def descendants(root: int) -> list[int]:
+    """Every live process below `root` (all others, when `root` is PID 1), from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if fields[0] == b"Z":
+            continue   # a zombie: the reaper collects it
+        parents[int(entry)] = int(fields[1])
+    if root == 1:
+        return sorted(pid for pid in parents if pid != 1)
+    found, frontier = [], [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent]
+        found += children
+        frontier += children
+    return sorted(found)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] != b"Z"
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def _signal_all(pids: Iterable[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def command_exists(cmd: list[str], environ: dict[str, str]) -> bool:
+    return shutil.which(cmd[0], path=environ.get("PATH")) is not None
