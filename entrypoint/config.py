@@ -15,270 +15,24 @@ import pwd
 import re
 import shlex
 import shutil
-import signal
 import stat
 import tomllib
-from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, PlainValidator, StrictBool, StrictStr, ValidationError, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import ValidationError
 
 from . import graph
 from .errors import ConfigError, Problem, UsageError
 from .interpolate import interpolate_tree
+from .schema import NAME_RE, ServiceModel, TimeoutsModel, depends_on_pairs, from_pydantic, show, suggest_key
 from .spec import Config, HealthSpec, ServiceSpec, Timeouts
 
 SEARCHED_PLACES = ["$ENTRYPOINT_CONFIG", "./services.toml", "/etc/entrypoint/services.toml", "./Procfile"]
-NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
-CONDITIONS = ("started", "healthy", "completed")
-DAY = 24 * 3600
 DOCKER_STOP_GRACE = 10.0
 MAX_CONFIG_BYTES = 4 << 20
 PATH_HINT = "use an absolute path or add its directory to PATH"
-# Keys people bring from other supervisors, mapped to ours for "did you mean".
-KEY_ALIASES = {"cmd": "command", "cwd": "directory", "working_dir": "directory", "workdir": "directory",
-               "environment": "env", "dependencies": "depends_on", "requires": "depends_on",
-               "after": "depends_on", "autostart": "enabled", "autorestart": "restart",
-               "stopsignal": "stop_signal", "health": "healthcheck", "logfile": "log_file",
-               "stdout_logfile": "log_file", "timeout": "timeouts", "service": "services"}
-
-
-# ---------------------------------------------------------------- value validators
-
-def _fail(msg: str, hint: str = "") -> PydanticCustomError:
-    return PydanticCustomError("entrypoint", "{msg}", {"msg": msg, "hint": hint})
-
-
-def show(value: Any) -> str:
-    """A short rendering of a TOML value for messages: 'abc', 12, true, a list, a table."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return repr(value if len(value) <= 60 else value[:57] + "...")
-    if isinstance(value, int):
-        return str(value) if abs(value) < 10**18 else "a huge number"
-    if isinstance(value, float):
-        return repr(value)
-    return {list: "a list", dict: "a table"}.get(type(value), f"a {type(value).__name__}")
-
-
-def _duration(zero_ok: bool) -> Any:
-    def check(v: Any) -> float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not math.isfinite(v)):
-            raise _fail(f"expected a number of seconds, got {show(v)}")
-        if v < 0 or (v == 0 and not zero_ok):
-            raise _fail(f"must be {'0 or more' if zero_ok else 'more than 0'} seconds, got {show(v)}")
-        if v > DAY:
-            raise _fail(f"{show(v)} seconds is more than 24 hours", "durations are in seconds")
-        return float(v)
-    return Annotated[float, PlainValidator(check)]
-
-
-def _integer(low: int, high: int = 2**63 - 1) -> Any:
-    def check(v: Any) -> int:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise _fail(f"expected a whole number, got {show(v)}")
-        if not low <= v <= high:
-            raise _fail(f"must be between {low} and {high}, got {show(v)}")
-        return v
-    return Annotated[int, PlainValidator(check)]
-
-
-def _name(v: Any) -> str:
-    if not isinstance(v, str):
-        raise _fail(f"expected a string, got {show(v)}")
-    if not NAME_RE.fullmatch(v):
-        raise _fail(f"{show(v)} is not a valid name", "use only letters, digits, - and _")
-    return v
-
-
-def _depends_on(v: Any) -> tuple[tuple[str, str | None], ...]:
-    if isinstance(v, str):
-        items: list[tuple[str, str | None]] = [(v, None)]
-    elif isinstance(v, list) and all(isinstance(x, str) for x in v):
-        items = [(x, None) for x in v]
-    elif isinstance(v, dict):
-        items = []
-        for dep, cond in v.items():
-            if cond not in CONDITIONS:
-                raise _fail(f'{dep}: expected "started", "healthy" or "completed", got {show(cond)}')
-            items.append((dep, cond))
-    else:
-        raise _fail(f"expected a service name, a list of names or a table of name = condition, got {show(v)}",
-                    'e.g. depends_on = ["db", "cache"] or depends_on = { db = "healthy" }')
-    if any(not dep for dep, _ in items):
-        raise _fail("empty service name")
-    return tuple({dep: (dep, cond) for dep, cond in reversed(items)}.values())[::-1]
-
-
-def _env_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (str, int, float)):
-        return str(v)
-    raise _fail(f"expected a string, got {show(v)}")
-
-
-def _str_or_list(v: Any) -> tuple[str, ...]:
-    if isinstance(v, str):
-        return (v,)
-    if isinstance(v, list) and all(isinstance(x, str) for x in v):
-        return tuple(v)
-    raise _fail(f"expected a string or a list of strings, got {show(v)}")
-
-
-def _ident(v: Any) -> str:
-    if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**32 - 1:
-        return str(v)
-    if isinstance(v, str) and v.strip():
-        return v.strip()
-    raise _fail(f"expected a name or a numeric id, got {show(v)}")
-
-
-def _signal(v: Any) -> str:
-    hint = "use a name like TERM, INT, QUIT, HUP, USR1, or a number"
-    if isinstance(v, bool) or not isinstance(v, (int, str)):
-        raise _fail(f"expected a signal name or number, got {show(v)}", hint)
-    text = str(v).strip().upper() if isinstance(v, str) else ""
-    try:
-        if isinstance(v, int) or text.isdigit():
-            return signal.Signals(int(v)).name[3:]
-        return signal.Signals["SIG" + text.removeprefix("SIG")].name[3:]
-    except (KeyError, ValueError):
-        raise _fail(f"unknown signal {show(v)}", hint) from None
-
-
-def _argv_list(v: Any) -> tuple[str, ...]:
-    try:
-        words = shlex.split(v) if isinstance(v, str) else v
-    except ValueError as e:
-        raise _fail(f"cannot split {show(v)}: {e}", 'use a list: exec = ["prog", "arg"]') from None
-    if not isinstance(words, list) or not words or not all(isinstance(w, str) and w for w in words):
-        raise _fail(f"expected a command line (a non-empty list of strings), got {show(v)}")
-    return tuple(words)
-
-
-def _http(v: Any) -> str:
-    from urllib.parse import urlsplit
-    hint = "e.g. http://127.0.0.1:8080/health"
-    if not isinstance(v, str):
-        raise _fail(f"expected a URL, got {show(v)}", hint)
-    try:
-        parts = urlsplit(v)
-        parts.port
-    except ValueError as e:
-        raise _fail(f"{show(v)} is not a valid URL: {e}", hint) from None
-    if parts.scheme != "http" or not parts.hostname:
-        extra = "; https is not checked: use a tcp check on its port" if parts.scheme == "https" else ""
-        raise _fail(f"expected an http:// URL, got {show(v)}", hint + extra)
-    return v
-
-
-def _tcp(v: Any) -> str:
-    host, _, port = v.rpartition(":") if isinstance(v, str) else ("", "", "")
-    if not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
-        raise _fail(f'expected "host:port", got {show(v)}', "e.g. tcp = \"127.0.0.1:6379\"")
-    return v
-
-
-Seconds = _duration(zero_ok=False)
-SecondsOrZero = _duration(zero_ok=True)
-Ident = Annotated[str, PlainValidator(_ident)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class HealthModel(_Model):
-    http: Annotated[str, PlainValidator(_http)] | None = None
-    tcp: Annotated[str, PlainValidator(_tcp)] | None = None
-    exec: Annotated[tuple[str, ...], PlainValidator(_argv_list)] | None = None
-    interval: Seconds = 2.0
-    timeout: Seconds = 1.0
-    retries: _integer(1, 10_000) = 3
-    start_period: SecondsOrZero = 0.0
-    on_unhealthy: Literal["ignore", "restart"] = "ignore"
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> HealthModel:
-        if sum(x is not None for x in (self.http, self.tcp, self.exec)) != 1:
-            raise _fail("needs exactly one of http, tcp or exec",
-                        'e.g. healthcheck = { tcp = "127.0.0.1:6379" }')
-        return self
-
-
-class ServiceModel(_Model):
-    name: Annotated[str, PlainValidator(_name)]
-    command: StrictStr
-    args: tuple[StrictStr, ...] = ()
-    shell: StrictBool = False
-    enabled: StrictBool = True
-    required: StrictBool = False
-    depends_on: Annotated[tuple[tuple[str, str | None], ...], PlainValidator(_depends_on)] = ()
-    wait_after: SecondsOrZero = 0.0
-    user: Ident | None = None
-    group: Ident | None = None
-    directory: StrictStr | None = None
-    env: dict[str, Annotated[str, PlainValidator(_env_value)]] = {}
-    env_file: Annotated[tuple[str, ...], PlainValidator(_str_or_list)] = ()
-    pre_script: StrictStr | None = None
-    post_script: StrictStr | None = None
-    pos_script: StrictStr | None = None
-    log_file: StrictStr | None = None
-    log_max_bytes: _integer(1) = 10_000_000
-    log_backups: _integer(0, 1000) = 5
-    oneshot: StrictBool = False
-    tty: StrictBool = True
-    restart: Literal["no", "on-failure", "always"] | None = None
-    stop_signal: Annotated[str, PlainValidator(_signal)] = "TERM"
-    healthcheck: HealthModel | None = None
-    restart_delay: Seconds = 1.0
-    restart_delay_max: Seconds = 30.0
-    restart_limit: _integer(1, 1_000_000) = 5
-    stable_after: Seconds = 10.0
-
-
-class TimeoutsModel(_Model):
-    pre_script_timeout: Seconds = 30.0
-    post_script_timeout: Seconds = 5.0
-    service_shutdown_timeout: Seconds = 15.0
-    global_shutdown_timeout: Seconds = 45.0
-    dependency_wait_timeout: Seconds = 120.0
-
-
-TYPE_NAMES = {"string_type": "a string", "bool_type": "true or false", "int_type": "a whole number",
-              "float_type": "a number", "list_type": "a list", "tuple_type": "a list",
-              "dict_type": "a table", "model_type": "a table", "model_attributes_type": "a table"}
-
-
-def suggest_key(word: str, keys: list[str]) -> str:
-    alias = KEY_ALIASES.get(word.lower())
-    return f'did you mean "{alias}"?' if alias in keys else graph.did_you_mean(word, keys)
-
-
-def _from_pydantic(error: ValidationError, where: str, keys: list[str]) -> list[Problem]:
-    """pydantic's errors as located Problems: `services[2] "app": restat: unknown key (...)`."""
-    found = []
-    for e in error.errors(include_url=False):
-        loc, kind, ctx = e["loc"], e["type"], e.get("ctx") or {}
-        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
-        hint = ""
-        if kind == "missing":
-            msg = "required"
-        elif kind == "extra_forbidden":
-            inner = list(HealthModel.model_fields) if len(loc) > 1 and loc[-2] == "healthcheck" else keys
-            msg, hint = "unknown key", suggest_key(str(loc[-1]), inner)
-        elif kind == "entrypoint":
-            msg, hint = ctx["msg"], ctx.get("hint", "")
-        elif kind == "literal_error":
-            msg = f"expected {ctx['expected']}, got {show(e['input'])}"
-        else:
-            msg = f"expected {TYPE_NAMES[kind]}, got {show(e['input'])}" if kind in TYPE_NAMES else e["msg"]
-        found.append(Problem(f"{where}: {path}" if path else where, msg, hint))
-    return found
 
 
 # ---------------------------------------------------------------- finding and reading
@@ -303,8 +57,8 @@ def locate(explicit: str | None, procfile: str | None, environ: Mapping[str, str
 
 
 def _kind_of(path: str) -> str:
-    name = os.path.basename(path)
-    return "procfile" if name.startswith("Procfile") and not name.endswith(".toml") else "toml"
+    name = os.path.basename(path).lower()
+    return "procfile" if "procfile" in name and not name.endswith(".toml") else "toml"
 
 
 def _read_text(path: str) -> str:
@@ -377,18 +131,24 @@ def load(path: str, kind: str = "toml", environ: Mapping[str, str] | None = None
     try:
         config = _build(raw, path, environ, problems)
     except RecursionError:
-        problems.append(Problem("", "nesting too deep"))
+        raise ConfigError(path, [*problems, Problem("", "nesting too deep")]) from None
+    problems.sort(key=_service_index)   # stable: file-wide problems first, then service by service
     if any(not p.warning for p in problems):
         raise ConfigError(path, problems)
     return config, problems
+
+
+def _service_index(problem: Problem) -> int:
+    m = re.match(r"services\[(\d+)\]", problem.where)
+    return int(m[1]) if m else -1
 
 
 def _build(raw: dict[str, Any], path: str, environ: Mapping[str, str], problems: list[Problem]) -> Config:
     base = os.path.dirname(os.path.abspath(path))
     for key in raw:
         if key not in ("timeouts", "services"):
-            problems.append(Problem(key, "unknown top-level key",
-                                    suggest_key(key, ["timeouts", "services"]) or "only [timeouts] and [[services]] are read"))
+            hint = suggest_key(key, ["timeouts", "services"]) or "only [timeouts] and [[services]] are read"
+            problems.append(Problem(key, "unknown top-level key", hint))
     timeouts = Timeouts()
     if not isinstance(raw.get("timeouts", {}), dict):
         problems.append(Problem("timeouts", f"expected a table, got {show(raw['timeouts'])}", "write [timeouts]"))
@@ -396,7 +156,7 @@ def _build(raw: dict[str, Any], path: str, environ: Mapping[str, str], problems:
         try:
             timeouts = Timeouts(**TimeoutsModel.model_validate(raw.get("timeouts", {})).model_dump())
         except ValidationError as e:
-            problems.extend(_from_pydantic(e, "timeouts", list(TimeoutsModel.model_fields)))
+            problems.extend(from_pydantic(e, "timeouts", list(TimeoutsModel.model_fields)))
     items = raw.get("services", [])
     if not isinstance(items, list):
         problems.append(Problem("services", f"expected an array of tables, got {show(items)}",
@@ -423,9 +183,9 @@ def _build(raw: dict[str, Any], path: str, environ: Mapping[str, str], problems:
         try:
             model = ServiceModel.model_validate(item)
         except ValidationError as e:
-            problems.extend(_from_pydantic(e, where, list(ServiceModel.model_fields)))
-            if named:
-                nodes.append((index, name, []))
+            problems.extend(from_pydantic(e, where, list(ServiceModel.model_fields)))
+            if named:   # still a node, so its dependencies and dependents are checked too
+                nodes.append((index, name, _raw_dependencies(item.get("depends_on", ()))))
             continue
         models.append((index, where, model))
         nodes.append((index, model.name, [dep for dep, _ in model.depends_on]))
@@ -441,6 +201,13 @@ def _build(raw: dict[str, Any], path: str, environ: Mapping[str, str], problems:
         specs.append(_service(model, where, deps, base, environ, problems))
     _shutdown_warnings(specs, timeouts, problems, cyclic=bool(graph_problems))
     return Config(source=path, services=tuple(specs), timeouts=timeouts, procfile=False)
+
+
+def _raw_dependencies(value: Any) -> list[str]:
+    try:
+        return [dep for dep, _ in depends_on_pairs(value)]
+    except ValueError:
+        return []
 
 
 def _resolve_deps(m: ServiceModel, where: str, by_name: Mapping[str, ServiceModel],
@@ -461,17 +228,21 @@ def _resolve_deps(m: ServiceModel, where: str, by_name: Mapping[str, ServiceMode
             problems.append(Problem(at, f'"{dep}" is not a oneshot, so it never becomes "completed"',
                                     f'set oneshot = true on "{dep}" or use "started"'))
         if m.enabled and not target.enabled:
-            problems.append(Problem(at, f'"{dep}" is disabled (enabled = false)',
-                                    f'enable "{dep}", or remove it from depends_on, or disable "{m.name}" too'))
+            problems.append(Problem(at, f'"{dep}" is disabled',
+                                    f'enable "{dep}", remove it from depends_on, or disable "{m.name}" too'))
         resolved.append((dep, cond))
     return tuple(resolved)
 
 
 def _service(m: ServiceModel, where: str, deps: tuple[tuple[str, str], ...], base: str,
              environ: Mapping[str, str], problems: list[Problem]) -> ServiceSpec:
-    """The runtime spec of a shape-valid service, after its filesystem and user checks."""
+    """The runtime spec of a shape-valid service, after its filesystem and user checks.
+
+    For a disabled service these problems are only warnings: it is not started, and an image
+    may well lack the program of a service it disables.
+    """
     def bad(key: str, message: str, hint: str = "", warning: bool = False) -> None:
-        problems.append(Problem(f"{where}: {key}" if key else where, message, hint, warning))
+        problems.append(Problem(f"{where}: {key}" if key else where, message, hint, warning or not m.enabled))
 
     post, post_key = m.post_script, "post_script"
     if m.pos_script is not None:
@@ -486,8 +257,8 @@ def _service(m: ServiceModel, where: str, deps: tuple[tuple[str, str], ...], bas
         key = "env_file" if len(m.env_file) == 1 else f"env_file[{i}]"
         env.update(_read_dotenv(os.path.join(base, name), f"{where}: {key}", problems, environ))
     for key, value in m.env.items():
-        if not key or "=" in key:
-            bad(f"env.{key}", "not a valid environment variable name", "remove the = from the name")
+        if not key or "=" in key or "\0" in key:
+            bad(f"env.{key}", "not a valid environment variable name", "use letters, digits and _")
         env[key] = value
     search_path = env.get("PATH", environ.get("PATH", os.defpath))
 
@@ -545,7 +316,7 @@ def _service(m: ServiceModel, where: str, deps: tuple[tuple[str, str], ...], bas
         restart_limit=m.restart_limit, stable_after=m.stable_after)
 
 
-def _resolve_program(word: str, key: str, search_path: str, cwd: str, bad: Any) -> str:
+def _resolve_program(word: str, key: str, search_path: str, cwd: str, bad: Callable[..., None]) -> str:
     """The absolute path of a program: relative paths against `cwd`, bare names in PATH."""
     if "/" in word:
         full = os.path.normpath(os.path.join(cwd, word))
@@ -581,7 +352,7 @@ def _programs_in(search_path: str) -> set[str]:
     return names
 
 
-def _log_file(value: str, base: str, bad: Any) -> str:
+def _log_file(value: str, base: str, bad: Callable[..., None]) -> str:
     full = os.path.normpath(os.path.join(base, value))
     parent = os.path.dirname(full)
     if os.path.isdir(full):
@@ -593,7 +364,7 @@ def _log_file(value: str, base: str, bad: Any) -> str:
     return full
 
 
-def _check_identity(m: ServiceModel, bad: Any) -> None:
+def _check_identity(m: ServiceModel, bad: Callable[..., None]) -> None:
     """user and group exist; a non-root entrypoint can only run services as itself."""
     euid, egid = os.geteuid(), os.getegid()
     for key, value, db, current, tool in (("user", m.user, pwd.getpwnam, euid, "useradd"),
@@ -607,7 +378,7 @@ def _check_identity(m: ServiceModel, bad: Any) -> None:
                 entry = db(value)
             except KeyError:
                 bad(key, f'no {key} "{value}" on this system',
-                    f"create it in the image ({tool} {value}) or use a numeric id")
+                    f"create it in the image with {tool} {value}, or use a numeric id")
                 continue
             ident = entry.pw_uid if key == "user" else entry.gr_gid
         if euid != 0 and ident != current:
@@ -622,7 +393,10 @@ def _shutdown_warnings(specs: list[ServiceSpec], t: Timeouts, problems: list[Pro
                                 "the global deadline will SIGKILL services first", warning=True))
     if cyclic or not any(s.enabled for s in specs):
         return
-    depth = len(graph.stop_order(specs))
+    try:
+        depth = len(graph.stop_order(specs))
+    except ValueError:   # a cycle through a duplicate name: already an error
+        return
     worst = min(t.global_shutdown_timeout, depth * t.service_shutdown_timeout)
     if any(s.enabled and s.post_script for s in specs):
         worst += t.post_script_timeout
@@ -631,8 +405,8 @@ def _shutdown_warnings(specs: list[ServiceSpec], t: Timeouts, problems: list[Pro
         problems.append(Problem(
             "timeouts", f"a graceful shutdown may take up to {worst:g} s, but `docker stop` waits only "
                         f"{DOCKER_STOP_GRACE:g} s before SIGKILL",
-            f"use `docker stop -t {grace}` or compose `stop_grace_period: {grace}s` (Kubernetes "
-            "terminationGracePeriodSeconds defaults to 30), or lower the timeouts", warning=True))
+            f"run `docker stop -t {grace}`, or set compose `stop_grace_period: {grace}s` or Kubernetes "
+            "terminationGracePeriodSeconds (default 30 s), or lower the timeouts", warning=True))
 
 
 # ---------------------------------------------------------------- Procfile

@@ -76,7 +76,7 @@ class Printer:
         self.clock: Callable[[], float] = time.time
         self.gone = False
         self.dropped = 0              # blocks (or block remainders) not written
-        self._stalled = self._cut = False   # _cut: a stall cut a line; start the next anew
+        self._stalled = self._cut = False   # _cut: a failed write ended mid-line
         self._width = len(RUNNER)
         self._prefixes: dict[str, tuple[bytes, bytes]] = {}
 
@@ -141,26 +141,25 @@ class Printer:
                 self.dropped += 1
                 return
             self._stalled = False
-            if self._cut:
-                self._cut = False
-                self._write(b"\n")
+        if self._cut:               # never glue a line to the remains of a cut one
+            self._cut = False
+            self._write(b"\n")
         view = memoryview(data)
         total = len(view)
         while view:
             try:
                 view = view[os.write(self.fd, view):]
+                continue
             except BlockingIOError:
-                if not self._writable(self.stall_timeout):
-                    self._stalled = True
-                    self._cut = len(view) < total
-                    self.dropped += 1
-                    return
-            except OSError as e:
+                if self._writable(self.stall_timeout):
+                    continue
+                self._stalled = True
+            except OSError as e:    # other errors (ENOSPC on a file): lose this block only
                 if e.errno in _GONE:
                     self.gone = True
-                else:               # e.g. ENOSPC on a file: lose this block, not the run
-                    self.dropped += 1
-                return
+            self._cut = len(view) < total
+            self.dropped += 1
+            return
 
     def _writable(self, timeout: float) -> bool:
         poller = select.poll()

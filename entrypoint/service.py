@@ -161,6 +161,10 @@ class Service:
         return False if self.state in TERMINAL else None
 
     @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested
+
+    @property
     def active(self) -> bool:
         """A run task exists: the service is starting, running, backing off or stopping."""
         return self._task is not None and not self._task.done()
@@ -282,6 +286,7 @@ class Service:
             self._set_state(final, "stopped")
             return True
         if self.spec.oneshot and success:
+            self.say("completed")
             self._set_state(State.COMPLETED, "exited 0")
             return True
         if success and self.spec.restart != "always" and not health_restart:
@@ -373,6 +378,7 @@ class Service:
         began = self.rt.loop.time()
         drain = Drain(self.rt.loop, child.fds, self.rt.outputs_for(self))
         monitor = None
+        self.say(f"started (pid {child.pid})")
         if spec.healthcheck:
             self.started_once = True            # "started": the process is up
             self._set_health("starting")

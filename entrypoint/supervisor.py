@@ -69,6 +69,7 @@ class Supervisor:
         self.shutdown_hooks: list = []
         self.on_reload_signal = None     # set by the control layer (SIGHUP)
         self.on_report_signal = None     # set by the control layer (SIGUSR1 without a CMD)
+        self.change_listeners: list = []  # called with each service that changed (proctitle)
 
     # -- wiring -----------------------------------------------------------------------
 
@@ -158,19 +159,22 @@ class Supervisor:
     def _on_change(self, service: Service) -> None:
         self._ready_changed.set()
         self._ready_changed = asyncio.Event()
+        for listener in self.change_listeners:
+            listener(service)
         if self.shutting_down:
             return
         if service.state == State.FAILED and service.spec.required:
             exit_status = service.last_exit
             status = exit_status.shell_status if exit_status and not exit_status.success else 1
             self._end(status, f'required service "{service.name}" failed')
-        elif self.config.procfile and service.state in TERMINAL:
+        elif self.config.procfile and service.state in TERMINAL and not service.stop_requested:
             exit_status = service.last_exit
             status = exit_status.shell_status if exit_status else 1
             self._end(status, f'"{service.name}" ended ({exit_status.describe() if exit_status else "did not start"})')
         elif not self.cmd and service.state in TERMINAL:
             services = [s for s in self.services.values() if s.spec.enabled]
-            if all(s.state in TERMINAL and not s.active for s in services):
+            # Ended by itself: a service someone stopped keeps the runner up (as supervisord).
+            if all(s.state in TERMINAL and not s.stop_requested for s in services):
                 failed = [s.name for s in services if s.state == State.FAILED]
                 self._end(1 if failed else 0, "every service has ended"
                           + (f" ({', '.join(failed)} failed)" if failed else ""))
@@ -374,6 +378,17 @@ class Supervisor:
 
     def request_shutdown(self) -> None:
         self._end(None, "shutdown requested")
+
+    def remove_service(self, name: str, *, keep_ring: bool) -> None:
+        """Forget a stopped service (reload): its outputs, its log file, and its ring unless kept."""
+        self.services.pop(name, None)
+        self._outputs.pop(name, None)
+        self._hook_outputs.pop(name, None)
+        log = self._logs.pop(name, None)
+        if log is not None:
+            log.close()
+        if not keep_ring:
+            self.rings.pop(name, None)
 
 
 def descendants(root: int) -> list[int]:

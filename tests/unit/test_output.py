@@ -210,6 +210,19 @@ def test_ebadf_is_silent():
     assert p.gone
 
 
+def test_other_write_errors_drop_the_block_only():
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    fd = os.open("/dev/full", os.O_WRONLY)
+    try:
+        p = Printer(fd)
+        p.write_lines("web", "stdout", b"no space\n")    # ENOSPC
+        p.system("still no space")
+        assert p.dropped == 2 and not p.gone
+    finally:
+        os.close(fd)
+
+
 def test_nonblocking_full_pipe_loses_nothing(pipe):
     r, w = pipe
     os.set_blocking(w, False)

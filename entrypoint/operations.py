@@ -1,0 +1,359 @@
+"""Every control operation, once: the socket server calls these, and the HTTP API will too.
+
+`Operations.call(op, args)` checks the arguments of a request and runs the operation; it
+returns a JSON-able result or raises `OperationError` (a code, a message for people, and
+details). Nothing here knows about sockets, lines or HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import deque
+from typing import Any, Callable
+
+from entrypoint import __version__
+from entrypoint.graph import did_you_mean
+from entrypoint.output import LogRing
+from entrypoint.service import Service, State
+
+MAX_LOG_LINES = 100_000
+OPERATIONS = ("list", "status", "start", "stop", "restart", "logs", "shutdown", "health",
+              "reload", "exec_spec", "version")
+
+
+class OperationError(Exception):
+    """An operation failed: `code` for programs, `message` for people, `details` for both."""
+
+    def __init__(self, code: str, message: str, **details: Any):
+        super().__init__(message)
+        self.code, self.message, self.details = code, message, details
+
+
+class LogIndex:
+    """When each block of each ring arrived, so `logs` merges services in time order.
+
+    It mirrors every ring's blocks as `(time, sequence, line count)` with the ring's own
+    eviction rule, and fans new blocks out to `logs -f` followers (including services a
+    reload adds later).
+    """
+
+    def __init__(self) -> None:
+        self._stamps: dict[str, deque[tuple[float, int, int]]] = {}
+        self._lines: dict[str, int] = {}
+        self._attached: dict[str, LogRing] = {}
+        self._followers: list[tuple[frozenset[str] | None, Callable[[str, bytes], None]]] = []
+        self._seq = 0
+
+    def attach_all(self, rings: dict[str, LogRing]) -> None:
+        for name, ring in rings.items():
+            if self._attached.get(name) is not ring:
+                self.attach(name, ring)
+
+    def attach(self, name: str, ring: LogRing) -> None:
+        self._attached[name] = ring
+        self._stamps[name] = deque()
+        self._lines[name] = 0
+        ring.subscribe(lambda block, name=name, ring=ring: self._on_block(name, ring, block))
+
+    def forget(self, name: str) -> None:
+        self._attached.pop(name, None)
+        self._stamps.pop(name, None)
+        self._lines.pop(name, None)
+
+    def _on_block(self, name: str, ring: LogRing, block: bytes) -> None:
+        if self._attached.get(name) is not ring:
+            return      # a ring that a reload dropped
+        count = block.count(b"\n")
+        self._seq += 1
+        stamps = self._stamps[name]
+        stamps.append((time.time(), self._seq, count))
+        self._lines[name] += count
+        while len(stamps) > 1 and self._lines[name] - stamps[0][2] >= ring.max_lines:
+            self._lines[name] -= stamps.popleft()[2]
+        for names, callback in list(self._followers):
+            if names is None or name in names:
+                try:
+                    callback(name, block)
+                except Exception:
+                    self._drop((names, callback))
+
+    def tail(self, rings: dict[str, LogRing], names: list[str], n: int) -> list[tuple[str, str]]:
+        """The last `n` lines of `names`, merged in arrival order, as (service, line)."""
+        entries = []
+        for name in names:
+            lines = rings[name].tail(n)
+            stamps: list[tuple[float, int]] = []
+            for ts, seq, count in reversed(self._stamps.get(name, ())):
+                if len(stamps) >= len(lines):
+                    break
+                stamps.extend([(ts, seq)] * count)
+            stamps = stamps[:len(lines)]
+            stamps.extend([(0.0, -1)] * (len(lines) - len(stamps)))   # older than the index
+            stamps.reverse()
+            entries += [(ts, seq, i, name, line)
+                        for i, ((ts, seq), line) in enumerate(zip(stamps, lines))]
+        entries.sort(key=lambda e: e[:3])
+        return [(name, line) for *_, name, line in entries[-n:]] if n else []
+
+    def follow(self, names: list[str] | None,
+               callback: Callable[[str, bytes], None]) -> Callable[[], None]:
+        """Call `callback(service, block)` for every new block; returns the unsubscribe."""
+        entry = (frozenset(names) if names else None, callback)
+        self._followers.append(entry)
+        return lambda: self._drop(entry)
+
+    def _drop(self, entry) -> None:
+        if entry in self._followers:
+            self._followers.remove(entry)
+
+
+class Operations:
+    """The control operations over one running `Supervisor`."""
+
+    def __init__(self, supervisor, reloader=None):
+        self.sup = supervisor
+        self.reloader = reloader
+        self.index = LogIndex()
+
+    # -- the one entry point for transports ---------------------------------------------
+
+    async def call(self, op: Any, args: Any) -> Any:
+        """Run operation `op` with the request's `args` (a dict); OperationError on failure."""
+        if not isinstance(args, dict):
+            raise OperationError("bad_request", '"args" must be an object')
+        if op == "list":
+            return self.list()
+        if op == "status":
+            return self.status(_names(args))
+        if op in ("start", "stop", "restart"):
+            names = _names(args)
+            if not names:
+                raise OperationError("usage", f"{op}: name at least one service")
+            return await getattr(self, op)(names)
+        if op == "logs":
+            return self.logs(_names(args), _lines(args))
+        if op == "shutdown":
+            return self.shutdown()
+        if op == "health":
+            return self.health()
+        if op == "reload":
+            return await self.reload()
+        if op == "exec_spec":
+            name = args.get("name")
+            if not isinstance(name, str):
+                raise OperationError("bad_request", '"args.name" must be a service name')
+            return self.exec_spec(name)
+        if op == "version":
+            return {"version": __version__, "protocol": 1}
+        known = ", ".join(OPERATIONS)
+        raise OperationError("unknown_operation", f"unknown operation {op!r}; known: {known}")
+
+    # -- queries ------------------------------------------------------------------------
+
+    def services(self, names: list[str]) -> list[Service]:
+        """The services called `names` (all when empty); OperationError if one is unknown."""
+        known = self.sup.services
+        unknown = [n for n in dict.fromkeys(names) if n not in known]
+        if unknown:
+            hints = [did_you_mean(n, known) for n in unknown]
+            shown = ", ".join(f'"{n}"' + (f" ({h})" if h else "") for n, h in zip(unknown, hints))
+            noun = "service" if len(unknown) == 1 else "services"
+            raise OperationError(
+                "unknown_service",
+                f"unknown {noun} {shown}; known services: {', '.join(known) or '(none)'}",
+                unknown=unknown, known=list(known))
+        return [known[n] for n in dict.fromkeys(names)] if names else list(known.values())
+
+    def runner(self) -> dict:
+        sup = self.sup
+        return {"pid": os.getpid(), "uid": os.geteuid(), "version": __version__,
+                "config": sup.config.source, "started_at": sup.started_at,
+                "uptime": time.time() - sup.started_at, "shutting_down": sup.shutting_down,
+                "cmd": sup.cmd, "cmd_pid": sup.cmd_pid}
+
+    def list(self) -> dict:
+        return {"services": self.sup.snapshot(), "runner": self.runner()}
+
+    def status(self, names: list[str]) -> dict:
+        result = []
+        for service in self.services(names):
+            spec = service.spec
+            snap = service.snapshot()
+            snap.update({
+                "group": spec.group, "directory": spec.directory, "restart": spec.restart,
+                "depends_on": [[d, c] for d, c in spec.depends_on], "tty": spec.tty,
+                "healthcheck": None if spec.healthcheck is None else {
+                    "kind": spec.healthcheck.kind, "target": spec.healthcheck.target,
+                    "interval": spec.healthcheck.interval, "retries": spec.healthcheck.retries},
+                "log_lines": len(self.sup.rings[service.name]) if service.name in self.sup.rings else 0,
+            })
+            result.append(snap)
+        return {"services": result, "runner": self.runner()}
+
+    def health(self) -> dict:
+        """Healthy: enabled long-running services RUNNING and healthy, oneshots COMPLETED."""
+        problems = []
+        if self.sup.shutting_down:
+            problems.append("the runner is shutting down")
+        for service in self.sup.services.values():
+            spec = service.spec
+            if not spec.enabled:
+                continue
+            if spec.oneshot:
+                if service.state != State.COMPLETED:
+                    problems.append(f"{service.name}: {service.state.value} "
+                                    f"(a oneshot, not COMPLETED)")
+            elif service.state != State.RUNNING:
+                problems.append(f"{service.name}: {service.state.value}")
+            elif spec.healthcheck and service.health != "healthy":
+                problems.append(f"{service.name}: RUNNING but {service.health}")
+        return {"healthy": not problems, "problems": problems}
+
+    def logs(self, names: list[str], n: int) -> dict:
+        services = self.services(names)
+        self.index.attach_all(self.sup.rings)
+        wanted = [s.name for s in services if s.name in self.sup.rings]
+        lines = self.index.tail(self.sup.rings, wanted, n)
+        return {"lines": [{"service": s, "line": line} for s, line in lines],
+                "services": [s.name for s in services]}
+
+    def follow(self, names: list[str], callback: Callable[[str, bytes], None]) -> Callable[[], None]:
+        """`logs -f`: checks the names, then calls back with every new block."""
+        self.services(names)
+        self.index.attach_all(self.sup.rings)
+        return self.index.follow(names or None, callback)
+
+    def exec_spec(self, name: str) -> dict:
+        """What `entrypoint exec NAME -- CMD` needs to run CMD as the service would run."""
+        from entrypoint.spawn import SpawnError, child_environment, resolve_identity
+
+        service = self.services([name])[0]
+        spec = service.spec
+        try:
+            identity = resolve_identity(spec.user, spec.group)
+        except SpawnError as exc:
+            raise OperationError("failed", f"{name}: {exc.message}") from None
+        env = child_environment({**self.sup.environ, **spec.environment()}, identity)
+        return {"name": name, "env": env, "directory": spec.directory, "user": spec.user,
+                "uid": identity.uid if identity else None,
+                "gid": identity.gid if identity else None,
+                "groups": list(identity.groups) if identity else None}
+
+    # -- actions ------------------------------------------------------------------------
+
+    def shutdown(self) -> dict:
+        already = self.sup.shutting_down
+        self.sup.request_shutdown()
+        return {"shutting_down": True, "already": already}
+
+    async def reload(self) -> dict:
+        if self.reloader is None:
+            raise OperationError("unsupported", "reload is not available in this runner")
+        return await self.reloader.reload("entrypoint reload")
+
+    def _refuse_when_shutting_down(self) -> None:
+        if self.sup.shutting_down:
+            raise OperationError("shutting_down", "the runner is shutting down")
+
+    async def start(self, names: list[str]) -> dict:
+        services = self.services(names)
+        self._refuse_when_shutting_down()
+        for service in services:
+            if service.state in (State.BACKOFF, State.STOPPING):
+                await service.stop("start requested")   # start it now, not after the backoff
+        self._refuse_when_shutting_down()
+        return await self.start_and_wait(services, "start")
+
+    async def stop(self, names: list[str]) -> dict:
+        services = self.services(names)
+        self._refuse_when_shutting_down()
+        await self.stop_in_order(services, "stop requested")
+        return {"services": [self._result(s, True) for s in services]}
+
+    async def restart(self, names: list[str]) -> dict:
+        services = self.services(names)
+        self._refuse_when_shutting_down()
+        await self.stop_in_order(services, "restart requested")
+        self._refuse_when_shutting_down()
+        return await self.start_and_wait(services, "restart")
+
+    async def stop_in_order(self, services: list[Service], reason: str) -> None:
+        """Stop `services`, each after those of them that depend on it (as a shutdown does)."""
+        tasks: dict[str, asyncio.Task] = {}
+
+        async def stop_one(service: Service) -> None:
+            dependents = [tasks[s.name] for s in services
+                          if any(d == service.name for d, _ in s.spec.depends_on)]
+            await asyncio.gather(*dependents)
+            await service.stop(reason)
+
+        loop = asyncio.get_running_loop()
+        for service in services:
+            tasks[service.name] = loop.create_task(stop_one(service))
+        await asyncio.gather(*tasks.values())
+
+    async def start_and_wait(self, services: list[Service], what: str) -> dict:
+        """Start `services` and return once each is RUNNING (a oneshot COMPLETED) or failed."""
+        marks = [(s.last_exit, s.last_error) for s in services]
+        for service in services:
+            service.start()
+        results = await asyncio.gather(*(self._until_up(s, *m) for s, m in zip(services, marks)))
+        failed = [r for r in results if not r["ok"]]
+        if failed:
+            why = "; ".join(f'{r["name"]}: {r["error"]}' for r in failed)
+            raise OperationError("failed", f"{what} failed: {why}", services=results)
+        return {"services": results}
+
+    async def _until_up(self, service: Service, exit_before, error_before) -> dict:
+        while True:
+            state = service.state
+            if state == State.RUNNING or (state == State.COMPLETED and service.spec.oneshot):
+                return self._result(service, True)
+            if state in (State.FAILED, State.BACKOFF, State.STOPPED, State.COMPLETED,
+                         State.DISABLED):
+                return self._result(service, False, self._why(service, exit_before, error_before))
+            await service.changed()
+
+    def _why(self, service: Service, exit_before, error_before) -> str:
+        state = service.state
+        reason = service.history[-1][2] if service.history else ""
+        exited = service.last_exit if service.last_exit is not exit_before else None
+        if state == State.FAILED:
+            return f"FAILED: {reason or service.last_error or 'no reason given'}"
+        if state == State.BACKOFF:
+            what = (f"exited ({exited.describe()})" if exited
+                    else service.last_error if service.last_error != error_before
+                    else "did not start")
+            return f"{what}; BACKOFF ({reason})"
+        if state == State.STOPPED and exited and not service.stop_requested:
+            return f"exited by itself ({exited.describe()}); STOPPED"
+        if self.sup.shutting_down:
+            return f"{state.value}: the runner is shutting down"
+        return f"{state.value} ({reason or 'stopped by another request'})"
+
+    def _result(self, service: Service, ok: bool, error: str = "") -> dict:
+        result = {"name": service.name, "ok": ok, "state": service.state.value,
+                  "health": service.health, "pid": service.pid}
+        if not ok:
+            result["error"] = error
+            ring = self.sup.rings.get(service.name)
+            result["log"] = ring.tail(5) if ring is not None else []
+        return result
+
+
+def _names(args: dict) -> list[str]:
+    names = args.get("names", [])
+    if isinstance(names, str):
+        names = [names]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise OperationError("bad_request", '"args.names" must be a list of service names')
+    return names
+
+
+def _lines(args: dict) -> int:
+    n = args.get("lines", 100)
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_LOG_LINES:
+        raise OperationError("bad_request", f'"args.lines" must be an integer from 0 to {MAX_LOG_LINES}')
+    return n

@@ -1,0 +1,182 @@
+"""Shared helpers: run the real `entrypoint` CLI on real processes, bounded and cleaned up.
+
+`Runner` starts `python -m entrypoint ...` in its own process group with stdout and stderr
+piped, collects both in a background thread, and offers `wait_for(pattern)` and
+`wait(timeout)`. Every runner is killed by its process group at the end of the test.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def entrypoint_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("FORCE_COLOR", None)
+    env["NO_COLOR"] = "1"
+    env.pop("ENTRYPOINT_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+class Runner:
+    """One running `entrypoint` process and everything it printed."""
+
+    def __init__(self, args: list[str], *, cwd=None, env=None, prefix: list[str] | None = None,
+                 stdin=subprocess.DEVNULL):
+        self.argv = [*(prefix or []), PYTHON, "-m", "entrypoint", *args]
+        self.proc = subprocess.Popen(self.argv, cwd=cwd, env=env or entrypoint_env(),
+                                     stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     start_new_session=True)
+        self.pid = self.proc.pid
+        self._lines: list[str] = []
+        self._err: list[str] = []
+        self._cond = threading.Condition()
+        self._threads = [threading.Thread(target=self._pump, args=(self.proc.stdout, self._lines),
+                                          daemon=True),
+                         threading.Thread(target=self._pump, args=(self.proc.stderr, self._err),
+                                          daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def _pump(self, pipe, sink: list[str]) -> None:
+        for raw in iter(pipe.readline, b""):
+            with self._cond:
+                sink.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    @property
+    def lines(self) -> list[str]:
+        with self._cond:
+            return list(self._lines)
+
+    @property
+    def stderr(self) -> str:
+        with self._cond:
+            return "\n".join(self._err)
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = 15.0, count: int = 1) -> re.Match:
+        """Wait until `count` stdout lines match `pattern` (a regex); return the last match."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._cond:
+            while True:
+                for line in self._lines[seen:]:
+                    m = regex.search(line)
+                    if m:
+                        count -= 1
+                        if count <= 0:
+                            return m
+                seen = len(self._lines)
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not any(
+                        t.is_alive() for t in self._threads)):
+                    raise AssertionError(f"no line matching {pattern!r} within {timeout}s; "
+                                         f"output:\n{self.output}\nstderr:\n{self.stderr}")
+                self._cond.wait(min(left, 0.1))
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def wait(self, timeout: float = 20.0) -> int:
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"entrypoint still running after {timeout}s; output:\n"
+                                 f"{self.output}\nstderr:\n{self.stderr}") from None
+        for t in self._threads:
+            t.join(5)
+        return code
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+@pytest.fixture
+def run_entrypoint():
+    """Start real runners; every one is killed (by process group) after the test."""
+    started: list[Runner] = []
+
+    def start(*args: str, **kwargs) -> Runner:
+        runner = Runner(list(args), **kwargs)
+        started.append(runner)
+        return runner
+
+    yield start
+    for runner in started:
+        runner.kill()
+
+
+@pytest.fixture
+def write_config(tmp_path):
+    """Write a services.toml (dedented) into tmp_path and return its path as str."""
+
+    def write(text: str, name: str = "services.toml") -> str:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text))
+        return str(path)
+
+    return write
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"{what} not reached within {timeout}s")
+
+
+def service_lines(runner: Runner, name: str) -> list[str]:
+    """The lines a service printed, without the `name | ` prefix."""
+    out = []
+    for line in runner.lines:
+        head, sep, rest = line.partition(" | ")
+        if sep and head.strip() == name:
+            out.append(rest)
+    return out
