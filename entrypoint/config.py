@@ -406,7 +406,8 @@ def _shutdown_warnings(specs: list[ServiceSpec], t: Timeouts, problems: list[Pro
             "timeouts", f"a graceful shutdown may take up to {worst:g} s, but `docker stop` waits only "
                         f"{DOCKER_STOP_GRACE:g} s before SIGKILL",
             f"run `docker stop -t {grace}`, or set compose `stop_grace_period: {grace}s` or Kubernetes "
-            "terminationGracePeriodSeconds (default 30 s), or lower the timeouts", warning=True))
+            "terminationGracePeriodSeconds (default 30 s), or lower the timeouts", warning=True,
+            check_only=True))
 
 
 # ---------------------------------------------------------------- Procfile

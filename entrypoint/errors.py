@@ -22,6 +22,7 @@ class Problem:
     message: str
     hint: str = ""
     warning: bool = False
+    check_only: bool = False    # advice for `entrypoint check`, not repeated at every start
 
     def render(self) -> str:
         text = f"{self.where}: {self.message}" if self.where else self.message

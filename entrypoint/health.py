@@ -51,7 +51,7 @@ async def _http(url: str) -> tuple[bool, str]:
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    reader, writer = await asyncio.open_connection(host, port, ssl=secure or None)
+    reader, writer = await asyncio.open_connection(host, port, ssl=_insecure_tls() if secure else None)
     try:
         writer.write(f"GET {path} HTTP/1.0\r\nHost: {parts.netloc}\r\n"
                      f"User-Agent: entrypoint-healthcheck\r\nConnection: close\r\n\r\n".encode())
@@ -65,6 +65,16 @@ async def _http(url: str) -> tuple[bool, str]:
         return False, f"not an HTTP response: {status_line[:80]!r}"
     status = int(fields[1])
     return 200 <= status < 400, f"HTTP {status_line[len(fields[0]) + 1:]}"
+
+
+def _insecure_tls():
+    # A health probe asks "does it answer?", like `curl -k`: local services often use
+    # self-signed certificates, so the certificate is not verified.
+    import ssl
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 async def _closed(writer: asyncio.StreamWriter) -> None:

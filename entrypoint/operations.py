@@ -48,8 +48,11 @@ class LogIndex:
 
     def attach_all(self, rings: dict[str, LogRing]) -> None:
         for name, ring in rings.items():
-            if self._attached.get(name) is not ring:
-                self.attach(name, ring)
+            self.ensure(name, ring)
+
+    def ensure(self, name: str, ring: LogRing | None) -> None:
+        if ring is not None and self._attached.get(name) is not ring:
+            self.attach(name, ring)
 
     def attach(self, name: str, ring: LogRing) -> None:
         self._attached[name] = ring

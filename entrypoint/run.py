@@ -30,7 +30,8 @@ def run(args: argparse.Namespace, cmd: list[str]) -> int:
                       log_format=args.log_format)
     printer.set_names([s.name for s in config.services])
     for problem in warnings:
-        printer.system(f"warning: {problem.render()}", "warning")
+        if not problem.check_only:
+            printer.system(f"warning: {problem.render()}", "warning")
 
     from entrypoint.supervisor import Supervisor
 

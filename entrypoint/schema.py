@@ -156,9 +156,8 @@ def _http(v: Any) -> str:
         parts.port
     except ValueError as e:
         raise _fail(f"{show(v)} is not a valid URL: {e}", hint) from None
-    if parts.scheme != "http" or not parts.hostname:
-        extra = "; https is not checked: use a tcp check on its port" if parts.scheme == "https" else ""
-        raise _fail(f"expected an http:// URL, got {show(v)}", hint + extra)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _fail(f"expected an http:// or https:// URL, got {show(v)}", hint)
     return v
 
 

@@ -1,0 +1,403 @@
+"""The control socket: a Unix socket speaking JSON lines, in the runner's asyncio loop.
+
+Requests and replies are one JSON object per line (see protocol.py and docs/control.md).
+The socket is created 0600; each peer is checked with SO_PEERCRED (root or the runner's
+own uid). A request must fit in MAX_REQUEST bytes and arrive within REQUEST_TIMEOUT
+seconds; anything malformed gets an error reply and the connection is closed. Nothing a
+peer sends can raise out of here: the services keep running whatever happens on the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import socket
+import stat
+import struct
+import time
+
+from entrypoint.errors import EntrypointError
+from entrypoint.operations import OperationError, Operations
+from entrypoint.protocol import MAX_REQUEST, REQUEST_TIMEOUT, VERSION, encode, error, server_path
+
+MAX_CONNECTIONS = 64
+WRITE_TIMEOUT = 10.0           # a peer that does not read its reply for this long is dropped
+FOLLOW_BACKLOG = 4 << 20       # bytes queued for a `logs -f` peer before it is dropped
+_CRED = struct.Struct("3i")    # struct ucred: pid, uid, gid
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end of a Unix socket."""
+    return _CRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
+
+
+def refusal(runner_uid: int) -> str:
+    if runner_uid == 0:
+        return ("permission denied: the runner runs as uid 0; run this as root "
+                "(e.g. `docker exec -u 0 CONTAINER entrypoint ...`)")
+    return f"permission denied: the runner runs as uid {runner_uid}; run as root or as uid {runner_uid}"
+
+
+class _DirLock:
+    """flock() on the socket's directory while we inspect and bind, so two runners
+    starting together cannot both decide that the socket is stale. Best effort."""
+
+    def __init__(self, directory: str):
+        self.fd = None
+        try:
+            self.fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return
+        deadline = time.monotonic() + 2.0
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.01)
+            except OSError:
+                return
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)       # closing drops the lock
+            self.fd = None
+
+
+def _probe(path: str) -> tuple[str, int | None]:
+    """Is a runner listening at `path`? ("live", pid) | ("stale", None) | ("denied", None)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        return "stale", None
+    except FileNotFoundError:
+        return "gone", None
+    except PermissionError:
+        return "denied", None
+    except (socket.timeout, OSError):
+        return "live", None         # cannot tell: never take a socket that may be in use
+    try:
+        return "live", peer_credentials(probe)[0]
+    except OSError:
+        return "live", None
+    finally:
+        probe.close()
+
+
+def bind_socket(path: str, say=None) -> tuple[socket.socket, tuple[int, int]]:
+    """A listening socket at `path`, mode 0600; replaces a stale one, never a live one.
+
+    Raises EntrypointError when another runner listens there, or when the path is taken
+    by something that is not a socket. Returns the socket and its (st_dev, st_ino).
+    """
+    if len(os.fsencode(path)) > 107:
+        raise EntrypointError(f"control socket path too long ({len(path)} bytes, at most 107): "
+                              f"{path}; choose a shorter one with --socket or ENTRYPOINT_SOCKET")
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    lock = _DirLock(directory)
+    try:
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            mode = None
+        if mode is not None:
+            if not stat.S_ISSOCK(mode):
+                raise EntrypointError(f"{path} exists and is not a socket; remove it, or give "
+                                      f"this runner another path with --socket or ENTRYPOINT_SOCKET")
+            state, pid = _probe(path)
+            if state == "live":
+                who = f"(pid {pid}) " if pid else ""
+                raise EntrypointError(
+                    f"another entrypoint {who}is already listening on {path}; stop it, or give "
+                    f"this one its own socket with --socket PATH or ENTRYPOINT_SOCKET=PATH")
+            if state == "denied":
+                raise EntrypointError(f"{path} belongs to uid {os.lstat(path).st_uid} and "
+                                      f"cannot be checked; use --socket or ENTRYPOINT_SOCKET")
+            if state == "stale":
+                os.unlink(path)
+                if say:
+                    say(f"removed a stale control socket {path} (its runner is gone)")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)     # born 0600: no window with a wider mode
+        try:
+            sock.bind(path)
+        except BaseException:
+            sock.close()
+            raise
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, 0o600)
+        sock.listen(64)
+        sock.setblocking(False)
+        st = os.stat(path)
+        return sock, (st.st_dev, st.st_ino)
+    finally:
+        lock.release()
+
+
+class ControlServer:
+    """Accepts control connections and answers them through `Operations`."""
+
+    def __init__(self, operations: Operations, path: str, printer):
+        self.ops = operations
+        self.path = path
+        self.printer = printer
+        self.uid = os.geteuid()
+        self._server: asyncio.AbstractServer | None = None
+        self._identity: tuple[int, int] | None = None
+        self._connections: set[asyncio.Task] = set()
+        self._followers: set[asyncio.Event] = set()
+        self._refused_logged: dict[int, float] = {}
+
+    async def start(self) -> None:
+        sock, self._identity = bind_socket(self.path, self.printer.system)
+        self._server = await asyncio.start_unix_server(self._handle, sock=sock, limit=MAX_REQUEST)
+
+    async def close(self) -> None:
+        """Stop listening, end `logs -f` streams, drop connections, remove the socket file."""
+        if self._server is not None:
+            self._server.close()
+        for ended in list(self._followers):
+            ended.set()
+        if self._connections:
+            await asyncio.wait(list(self._connections), timeout=1.0)
+        for task in list(self._connections):
+            task.cancel()
+        self._remove_file()
+
+    def _remove_file(self) -> None:
+        try:
+            st = os.lstat(self.path)
+            if (st.st_dev, st.st_ino) == self._identity:   # still ours, not a successor's
+                os.unlink(self.path)
+        except OSError:
+            pass
+
+    # -- one connection ---------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._connections.add(task)
+        try:
+            await self._converse(reader, writer)
+        except (ConnectionError, asyncio.CancelledError, asyncio.TimeoutError):
+            pass
+        except Exception as exc:    # a bug here must not reach the loop
+            self.printer.system(f"control: internal error: {exc!r}", "error")
+        finally:
+            self._connections.discard(task)
+            writer.close()
+
+    async def _send(self, writer: asyncio.StreamWriter, reply: dict) -> None:
+        writer.write(encode(reply))
+        await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+
+    async def _converse(self, reader, writer) -> None:
+        sock = writer.get_extra_info("socket")
+        pid, uid, _ = peer_credentials(sock)
+        if uid not in (0, self.uid):
+            now = time.monotonic()
+            if now - self._refused_logged.get(uid, -60.0) >= 10.0:   # no log flood
+                self._refused_logged[uid] = now
+                self.printer.system(f"refused a control connection from uid {uid} (pid {pid})",
+                                    "warning")
+            await self._send(writer, error("forbidden", refusal(self.uid)))
+            return
+        if len(self._connections) > MAX_CONNECTIONS:
+            await self._send(writer, error("busy", f"too many control connections "
+                                                   f"(more than {MAX_CONNECTIONS}); try again"))
+            return
+        first = True
+        while True:
+            try:
+                line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT)
+            except asyncio.TimeoutError:
+                if first:
+                    await self._send(writer, error(
+                        "timeout", f"no complete request line within {REQUEST_TIMEOUT:g}s"))
+                return
+            except ValueError:      # the line is longer than the stream's limit
+                await self._send(writer, error(
+                    "too_large", f"request larger than {MAX_REQUEST} bytes"))
+                return
+            if not line.strip():
+                if not line:
+                    return          # EOF
+                continue
+            first = False
+            request, problem = parse_request(line)
+            if problem is not None:
+                await self._send(writer, problem)
+                return
+            if request["op"] == "logs" and request["args"].get("follow"):
+                await self._follow(request, reader, writer)
+                return
+            await self._send(writer, await self.answer(request))
+            if reader.at_eof():
+                return
+
+    async def answer(self, request: dict) -> dict:
+        """The reply to a parsed request (also used by tests and, later, other transports)."""
+        try:
+            result = await self.ops.call(request["op"], request["args"])
+            reply = {"v": VERSION, "ok": True, "result": result}
+        except OperationError as exc:
+            reply = error(exc.code, exc.message, **exc.details)
+        except Exception as exc:
+            self.printer.system(f"control: {request['op']}: internal error: {exc!r}", "error")
+            reply = error("internal", f"internal error: {exc!r}")
+        if "id" in request:
+            reply["id"] = request["id"]
+        return reply
+
+    async def _follow(self, request: dict, reader, writer) -> None:
+        """`logs -f`: the tail, then one event per new block, until either side ends."""
+        args = request["args"]
+        queue: list[bytes] = []
+        queued = 0
+        wake = asyncio.Event()
+        ended = asyncio.Event()
+        overflow = False
+
+        def on_block(name: str, block: bytes) -> None:
+            nonlocal queued, overflow
+            if overflow:
+                return
+            lines = block.decode("utf-8", "replace").split("\n")
+            lines.pop()
+            data = encode({"v": VERSION, "event": "log", "service": name, "lines": lines})
+            queued += len(data)
+            if queued > FOLLOW_BACKLOG:
+                overflow = True
+                ended.set()
+            queue.append(data)
+            wake.set()
+
+        reply = await self.answer({**request, "args": {k: v for k, v in args.items()
+                                                       if k != "follow"}})
+        if not reply["ok"]:
+            await self._send(writer, reply)
+            return
+        unsubscribe = self.ops.follow(args.get("names") or [], on_block)
+        self._followers.add(ended)
+        closed = asyncio.ensure_future(reader.read(1))      # the peer hung up (or sent junk)
+        try:
+            await self._send(writer, reply)
+            while not ended.is_set() and not closed.done():
+                waits = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(ended.wait())]
+                await asyncio.wait([*waits, closed], return_when=asyncio.FIRST_COMPLETED)
+                for w in waits:
+                    w.cancel()
+                wake.clear()
+                if queue:
+                    data, queue[:] = b"".join(queue), []
+                    queued = 0
+                    writer.write(data)
+                    await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+            if not closed.done():
+                reason = ("too far behind: more than 4 MiB of log lines were waiting"
+                          if overflow else "the runner is exiting")
+                await self._send(writer, {"v": VERSION, "event": "end", "reason": reason})
+        finally:
+            unsubscribe()
+            self._followers.discard(ended)
+            closed.cancel()
+
+
+def parse_request(line: bytes) -> tuple[dict | None, dict | None]:
+    """(request, None) for a well-formed request line, else (None, error reply)."""
+    try:
+        request = json.loads(line)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return None, error("bad_request", f"not a JSON object: {exc}")
+    if not isinstance(request, dict):
+        return None, error("bad_request", "a request must be a JSON object")
+    version = request.get("v")
+    if version != VERSION:
+        return None, error("unsupported_version",
+                           f'this runner speaks protocol version {VERSION}; send "v": {VERSION}'
+                           + (f" (got {version!r})" if "v" in request else ""))
+    op = request.get("op")
+    if not isinstance(op, str):
+        return None, error("bad_request", 'a request needs "op", the operation\'s name')
+    args = request.get("args", {})
+    if not isinstance(args, dict):
+        return None, error("bad_request", '"args" must be an object')
+    parsed = {"op": op, "args": args}
+    if "id" in request:
+        parsed["id"] = request["id"]
+    return parsed, None
+
+
+def report(supervisor) -> None:
+    """SIGUSR1 (no CMD): print the `list` table into the log."""
+    from entrypoint.client import render_list
+    supervisor.printer.system("services (SIGUSR1):\n" + render_list(supervisor.snapshot()))
+
+
+def attach(supervisor, args) -> None:
+    """Give a Supervisor its control socket, reload, SIGUSR1 report, title and auto-install.
+
+    The socket is bound in a startup hook, before any service starts: a live socket of
+    another runner refuses the run with a clear message. Other errors creating it only
+    disable the control socket, with a warning.
+    """
+    from entrypoint.proctitle import Title
+    from entrypoint.reload import Reloader
+
+    config = supervisor.config
+    source = None
+    if os.path.isfile(config.source):
+        source = (os.path.abspath(config.source), "procfile" if config.procfile else "toml")
+    ops = Operations(supervisor)
+    ops.reloader = Reloader(supervisor, ops, source)
+    path = server_path(getattr(args, "socket", None))
+    server = ControlServer(ops, path, supervisor.printer)
+    title = Title()
+    supervisor.control = server     # for tests and the HTTP API later
+
+    def on_change(service) -> None:
+        try:
+            title.update(supervisor)
+            ops.index.ensure(service.name, supervisor.rings.get(service.name))
+        except Exception:       # cosmetics and bookkeeping must never break supervision
+            pass
+
+    async def startup(sup) -> None:
+        for spec in sup.config.services:      # rings first, so the index sees every block
+            sup.rings.setdefault(spec.name, _new_ring(sup))
+        ops.index.attach_all(sup.rings)
+        try:
+            await server.start()
+        except EntrypointError:
+            raise
+        except OSError as exc:
+            sup.printer.system(f"control socket disabled: cannot create {path}: "
+                               f"{exc.strerror or exc}; use --socket or ENTRYPOINT_SOCKET "
+                               f"to put it elsewhere", "warning")
+        if not getattr(args, "no_install", False):
+            from entrypoint.install import auto_install
+            auto_install(sup.printer)
+        title.update(sup)
+
+    async def shutdown(sup) -> None:
+        await server.close()
+
+    supervisor.startup_hooks.append(startup)
+    supervisor.shutdown_hooks.append(shutdown)
+    supervisor.change_listeners.append(on_change)
+    supervisor.on_reload_signal = ops.reloader.on_signal
+    supervisor.on_report_signal = lambda: report(supervisor)
+
+
+def _new_ring(supervisor):
+    from entrypoint.output import LogRing
+    return LogRing(supervisor.log_lines)
+

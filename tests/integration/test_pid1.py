@@ -1,0 +1,472 @@
+"""CONTRACT §6 (and §4, §7) on real processes: entrypoint as PID 1 of a PID namespace, and
+as a child subreaper when it is not PID 1.
+
+As PID 1 the runner is started under `unshare --pid --fork --mount-proc`: `Runner.pid` is
+then the `unshare` process, and the runner itself is its only child (host pid found through
+/proc/<unshare>/task/*/children). Every process a test starts carries a unique environment
+token; the `tagged` fixture SIGKILLs whatever still carries it at the end, even on failure.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import signal
+import time
+import uuid
+
+import pytest
+
+from conftest import PYTHON, entrypoint_env, pid_alive, service_lines, wait_until
+
+UNSHARE = ["unshare", "--pid", "--fork", "--mount-proc"]
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _can_unshare() -> bool:
+    import subprocess
+    try:
+        return subprocess.run([*UNSHARE, "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+needs_pidns = pytest.mark.skipif(not _can_unshare(), reason="cannot create a PID namespace here")
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+def tagged_pids(token: str) -> list[int]:
+    """Host pids of every live process whose environment carries `token`."""
+    needle = f"EP_TEST_TOKEN={token}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if needle in f.read().split(b"\0"):
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture
+def tagged():
+    """An environment for run_entrypoint whose processes are all SIGKILLed at teardown."""
+    token = uuid.uuid4().hex
+    yield entrypoint_env(EP_TEST_TOKEN=token)
+    for _ in range(50):
+        pids = tagged_pids(token)
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.05)
+
+
+def children_of(pid: int) -> list[int]:
+    out = []
+    for path in glob.glob(f"/proc/{pid}/task/*/children"):
+        try:
+            with open(path) as f:
+                out += [int(x) for x in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def ns_init(runner) -> int:
+    """Host pid of the runner that is PID 1 in the namespace (the child of `unshare`)."""
+    return wait_until(lambda: (children_of(runner.pid) or [None])[0], timeout=10,
+                      what="the namespace's PID 1")
+
+
+def host_pid(init_host_pid: int, ns_pid: int) -> int | None:
+    """Host pid of the process known as `ns_pid` in the PID namespace of `init_host_pid`."""
+    ns = os.readlink(f"/proc/{init_host_pid}/ns/pid")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/ns/pid") != ns:
+                continue
+            with open(f"/proc/{entry}/status") as f:
+                for line in f:
+                    if line.startswith("NSpid:"):
+                        if int(line.split()[-1]) == ns_pid:
+                            return int(entry)
+                        break
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def gone(pid: int) -> bool:
+    """The process no longer exists at all: exited AND reaped (a zombie still has /proc)."""
+    return not os.path.exists(f"/proc/{pid}")
+
+
+def ppid_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def index_of(lines: list[str], pattern: str) -> int:
+    for i, line in enumerate(lines):
+        if re.search(pattern, line):
+            return i
+    raise AssertionError(f"{pattern!r} not in output:\n" + "\n".join(lines))
+
+
+def script(tmp_path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+ZOMBIE_COUNTER = r"""
+import os, sys, time
+
+def orphan():
+    # Double fork: the middle process exits at once, so the grandchild is re-parented
+    # (to PID 1 here) and becomes a zombie that only PID 1 can collect.
+    middle = os.fork()
+    if middle == 0:
+        if os.fork() == 0:
+            time.sleep(0.1)
+            if os.getppid() != 1:
+                print(f"orphan ppid {os.getppid()}", flush=True)
+            os._exit(0)
+        os._exit(0)
+    os.waitpid(middle, 0)
+
+def zombies():
+    n = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        n += 1
+            except OSError:
+                pass
+    return n
+
+for _ in range(20):
+    orphan()
+print("spawned 20 orphans", flush=True)
+time.sleep(0.3)             # every orphan has exited by now
+for _ in range(200):
+    print(f"zombies={zombies()}", flush=True)
+    time.sleep(0.1)
+"""
+
+
+# -- 1. as PID 1 ------------------------------------------------------------------------
+
+@needs_pidns
+def test_runs_as_pid1_and_reaps_orphans_of_services(run_entrypoint, write_config, tagged,
+                                                    tmp_path):
+    counter = script(tmp_path, "zombies.py", ZOMBIE_COUNTER)
+    cfg = write_config(f"""
+        [[services]]
+        name = "forker"
+        command = "{PYTHON}"
+        args = ["-u", "{counter}"]
+    """)
+    r = run_entrypoint("-c", cfg, prefix=UNSHARE, env=tagged)
+    r.wait_for(r"as PID 1")
+    r.wait_for(r"forker +\| spawned 20 orphans")
+    r.wait_for(r"forker +\| zombies=0$", timeout=10)
+    assert not any("orphan ppid" in line for line in service_lines(r, "forker")), r.output
+    os.kill(ns_init(r), signal.SIGTERM)
+    assert r.wait() == 0
+
+
+@needs_pidns
+def test_sigterm_to_pid1_stops_in_reverse_dependency_order(run_entrypoint, write_config,
+                                                           tagged, tmp_path):
+    # "top" takes a while to stop: were the stops parallel, "mid" and "base" would report first.
+    slow = script(tmp_path, "slow.py", (
+        "import signal, sys, time\n"
+        "def term(*_):\n"
+        "    time.sleep(0.6); print('top done', flush=True); sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, term)\n"
+        "print('top up', flush=True)\n"
+        "while True: time.sleep(1)\n"))
+    cfg = write_config(f"""
+        [timeouts]
+        service_shutdown_timeout = 5
+        [[services]]
+        name = "base"
+        command = "sleep 60"
+        [[services]]
+        name = "mid"
+        command = "sleep 60"
+        depends_on = "base"
+        [[services]]
+        name = "top"
+        command = "{PYTHON}"
+        args = ["-u", "{slow}"]
+        depends_on = ["mid"]
+        [[services]]
+        name = "loner"
+        command = "sleep 60"
+    """)
+    r = run_entrypoint("-c", cfg, prefix=UNSHARE, env=tagged)
+    r.wait_for(r"top +\| top up")
+    r.wait_for(r"loner: started")
+    os.kill(ns_init(r), signal.SIGTERM)
+    assert r.wait() == 0
+    lines = r.lines
+    assert index_of(lines, r"SIGTERM received")
+    assert index_of(lines, r"top +\| top done") < index_of(lines, r"top stopped")
+    assert index_of(lines, r"top stopped") < index_of(lines, r"mid stopped")
+    assert index_of(lines, r"mid stopped") < index_of(lines, r"base stopped")
+    index_of(lines, r"loner stopped")
+    index_of(lines, r"exit status 0")
+
+
+@needs_pidns
+@pytest.mark.parametrize("cmd, expected", [
+    (["sh", "-c", "exit 5"], 5),
+    (["sh", "-c", "kill -USR2 $$"], 128 + signal.SIGUSR2),
+    (["true"], 0),
+])
+def test_cmd_status_passes_through_pid1_and_unshare(run_entrypoint, write_config, tagged,
+                                                    cmd, expected):
+    cfg = write_config("""
+        [timeouts]
+        service_shutdown_timeout = 2
+        [[services]]
+        name = "bg"
+        command = "sleep 60"
+    """)
+    r = run_entrypoint("-c", cfg, "--", *cmd, prefix=UNSHARE, env=tagged)
+    assert r.wait() == expected
+    r.wait_for(r"as PID 1")
+    r.wait_for(r"bg stopped")
+
+
+@needs_pidns
+@pytest.mark.parametrize("script_text, expected", [("exit 7", 7), ("kill -9 $$$$", 137)])
+def test_required_service_status_as_pid1(run_entrypoint, write_config, tagged, script_text,
+                                         expected):
+    cfg = write_config(f"""
+        [[services]]
+        name = "other"
+        command = "sleep 60"
+        [[services]]
+        name = "critical"
+        command = "sh"
+        args = ["-c", "sleep 0.2; {script_text}"]
+        required = true
+        restart = "no"
+    """)
+    r = run_entrypoint("-c", cfg, prefix=UNSHARE, env=tagged)
+    assert r.wait() == expected
+    r.wait_for(r'required service "critical" failed')
+
+
+@needs_pidns
+def test_final_sweep_as_pid1_catches_escaped_daemon(run_entrypoint, write_config, tagged,
+                                                    tmp_path):
+    marker = tmp_path / "daemon-got-term"
+    # The daemon leaves the service's session and group with setsid: the stop signal to the
+    # service's group cannot reach it; only the final sweep can. It records the SIGTERM
+    # (the kernel's namespace teardown would SIGKILL it instead).
+    daemon = f"trap 'touch {marker}; exit 0' TERM; while :; do sleep 0.1; done"
+    cfg = write_config(f"""
+        [[services]]
+        name = "spawner"
+        command = "sh"
+        args = ["-c", "setsid sh -c \\"{daemon}\\" </dev/null >/dev/null 2>&1 & echo escaped=$!; exec sleep 60"]
+    """)
+    r = run_entrypoint("-c", cfg, prefix=UNSHARE, env=tagged)
+    ns_pid = int(r.wait_for(r"spawner +\| escaped=(\d+)").group(1))
+    init = ns_init(r)
+    escaped = wait_until(lambda: host_pid(init, ns_pid), what="the escaped daemon's host pid")
+    wait_until(lambda: os.getsid(escaped) == escaped,    # really out of the service's session
+               what="the daemon in a session of its own")
+    os.kill(init, signal.SIGTERM)
+    assert r.wait() == 0
+    assert gone(escaped)
+    assert marker.exists(), "the escaped daemon was not sent SIGTERM by the final sweep"
+    r.wait_for(r"leftover process\(es\):.*\(sh\)")
+
+
+@needs_pidns
+def test_service_ignoring_sigterm_is_killed_after_service_shutdown_timeout(
+        run_entrypoint, write_config, tagged):
+    cfg = write_config("""
+        [timeouts]
+        service_shutdown_timeout = 1
+        [[services]]
+        name = "stubborn"
+        command = "sh"
+        args = ["-c", "trap '' TERM; echo ready; while :; do sleep 0.1; done"]
+    """)
+    r = run_entrypoint("-c", cfg, prefix=UNSHARE, env=tagged)
+    r.wait_for(r"stubborn +\| ready")
+    began = time.monotonic()
+    os.kill(ns_init(r), signal.SIGTERM)
+    r.wait(10)
+    took = time.monotonic() - began
+    assert 0.9 <= took < 5, took
+    r.wait_for(r"stubborn: did not stop within 1s of SIGTERM; sending SIGKILL")
+    r.wait_for(r"stubborn stopped \(killed by SIGKILL\)")
+
+
+@needs_pidns
+def test_global_shutdown_timeout_bounds_the_whole_shutdown(run_entrypoint, write_config,
+                                                           tagged):
+    stubborn = "trap '' TERM; echo ready; while :; do sleep 0.1; done"
+    cfg = write_config(f"""
+        [timeouts]
+        service_shutdown_timeout = 20
+        global_shutdown_timeout = 1.5
+        [[services]]
+        name = "a"
+        command = "sh"
+        args = ["-c", "{stubborn}"]
+        [[services]]
+        name = "b"
+        command = "sh"
+        args = ["-c", "{stubborn}"]
+        depends_on = "a"
+    """)
+    r = run_entrypoint("-c", cfg, prefix=UNSHARE, env=tagged)
+    r.wait_for(r"b +\| ready")
+    began = time.monotonic()
+    os.kill(ns_init(r), signal.SIGTERM)
+    status = r.wait(15)
+    took = time.monotonic() - began
+    assert 1.4 <= took < 5, took
+    r.wait_for(r"longer than 1.5s \(global_shutdown_timeout\)")
+    # Not "everything stopped in time" (CONTRACT §7): not the 0 of a graceful shutdown.
+    assert status != 0
+
+
+@needs_pidns
+@pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT])
+def test_second_signal_during_slow_shutdown_kills_everything(run_entrypoint, write_config,
+                                                             tagged, second):
+    cfg = write_config("""
+        [timeouts]
+        service_shutdown_timeout = 30
+        global_shutdown_timeout = 50
+        [[services]]
+        name = "stubborn"
+        command = "sh"
+        args = ["-c", "trap '' TERM INT; echo pid=$$$$; while :; do sleep 0.1; done"]
+        [[services]]
+        name = "dependent"
+        command = "sh"
+        args = ["-c", "trap '' TERM INT; echo ready; while :; do sleep 0.1; done"]
+        depends_on = "stubborn"
+    """)
+    r = run_entrypoint("-c", cfg, prefix=UNSHARE, env=tagged)
+    ns_pid = int(r.wait_for(r"stubborn +\| pid=(\d+)").group(1))
+    r.wait_for(r"dependent +\| ready")
+    init = ns_init(r)
+    stubborn = wait_until(lambda: host_pid(init, ns_pid), what="the service's host pid")
+    os.kill(init, signal.SIGTERM)
+    r.wait_for(r"stopping \(SIGTERM\)")
+    time.sleep(0.3)          # well inside the 30 s the slow shutdown would take
+    assert r.proc.poll() is None and pid_alive(stubborn)
+    began = time.monotonic()
+    os.kill(init, second)
+    r.wait(10)
+    assert time.monotonic() - began < 5
+    r.wait_for(rf"{signal.Signals(second).name} again: killing everything now")
+    assert gone(stubborn)
+
+
+# -- 2. not PID 1: a child subreaper -----------------------------------------------------
+
+GRANDCHILD = r"""
+import os, sys, time
+flag = sys.argv[1]
+r, w = os.pipe()
+middle = os.fork()
+if middle == 0:
+    grandchild = os.fork()
+    if grandchild == 0:
+        while not os.path.exists(flag):
+            time.sleep(0.05)
+        os._exit(0)
+    os.write(w, str(grandchild).encode())
+    os._exit(0)
+os.waitpid(middle, 0)
+print(f"grandchild={os.read(r, 32).decode()}", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def test_subreaper_adopts_and_reaps_grandchildren(run_entrypoint, write_config, tagged,
+                                                  tmp_path):
+    flag = tmp_path / "exit-now"
+    prog = script(tmp_path, "grandchild.py", GRANDCHILD)
+    cfg = write_config(f"""
+        [[services]]
+        name = "forker"
+        command = "{PYTHON}"
+        args = ["-u", "{prog}", "{flag}"]
+    """)
+    r = run_entrypoint("-c", cfg, env=tagged)
+    grandchild = int(r.wait_for(r"forker +\| grandchild=(\d+)").group(1))
+    # Its parent exited: the orphan goes to the nearest subreaper, the runner, not to init.
+    wait_until(lambda: ppid_of(grandchild) == r.pid, timeout=5,
+               what=f"grandchild re-parented to the runner ({r.pid})")
+    flag.touch()
+    wait_until(lambda: gone(grandchild), timeout=5, what="the exited grandchild reaped")
+    assert r.proc.poll() is None
+    r.signal(signal.SIGTERM)
+    assert r.wait() == 0
+
+
+def test_final_sweep_not_pid1_kills_escaped_process(run_entrypoint, write_config, tagged,
+                                                    tmp_path):
+    marker = tmp_path / "daemon-got-term"
+    daemon = f"trap 'touch {marker}; exit 0' TERM; while :; do sleep 0.1; done"
+    cfg = write_config(f"""
+        [[services]]
+        name = "spawner"
+        command = "sh"
+        args = ["-c", "setsid sh -c \\"{daemon}\\" </dev/null >/dev/null 2>&1 & echo escaped=$!; exec sleep 60"]
+    """)
+    r = run_entrypoint("-c", cfg, env=tagged)
+    escaped = int(r.wait_for(r"spawner +\| escaped=(\d+)").group(1))
+    wait_until(lambda: pid_alive(escaped) and os.getsid(escaped) == escaped,
+               what="the daemon in a session of its own")
+    r.signal(signal.SIGTERM)
+    assert r.wait() == 0
+    assert gone(escaped)
+    assert marker.exists(), "the escaped process was not sent SIGTERM by the final sweep"
+    r.wait_for(rf"leftover process\(es\): {escaped} \(sh\)")
+
+
+def test_final_sweep_sigkills_what_ignores_sigterm(run_entrypoint, write_config, tagged):
+    daemon = "trap '' TERM; while :; do sleep 0.1; done"
+    cfg = write_config(f"""
+        [[services]]
+        name = "spawner"
+        command = "sh"
+        args = ["-c", "setsid sh -c \\"{daemon}\\" </dev/null >/dev/null 2>&1 & echo escaped=$!; exec sleep 60"]
+    """)
+    r = run_entrypoint("-c", cfg, env=tagged)
+    escaped = int(r.wait_for(r"spawner +\| escaped=(\d+)").group(1))
+    wait_until(lambda: pid_alive(escaped), what="the daemon")
+    r.signal(signal.SIGTERM)
+    assert r.wait(20) == 0
+    assert gone(escaped)
+    r.wait_for(r"leftover process\(es\)")
+    r.wait_for(r"sending SIGKILL to \d+ process")
