@@ -870,7 +870,7 @@ def test_healthcheck_kinds_and_defaults(write):
     ("{}", "healthcheck: needs exactly one of http, tcp or exec"),
     ('{ http = "http://x/", tcp = "x:1" }', "healthcheck: needs exactly one of http, tcp or exec"),
     ('{ http = "ftp://x/" }', "healthcheck.http: expected an http:// or https:// URL, got 'ftp://x/'"),
-    ('{ http = "localhost:80" }', "healthcheck.http: expected an http:// URL, got 'localhost:80'"),
+    ('{ http = "localhost:80" }', "healthcheck.http: expected an http:// or https:// URL, got 'localhost:80'"),
     ('{ http = "http://x:99999/" }', "healthcheck.http: 'http://x:99999/' is not a valid URL"),
     ('{ tcp = "6379" }', "healthcheck.tcp: expected \"host:port\", got '6379'"),
     ('{ tcp = "h:0" }', "healthcheck.tcp: expected \"host:port\", got 'h:0'"),
