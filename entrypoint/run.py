@@ -37,6 +37,9 @@ def run(args: argparse.Namespace, cmd: list[str]) -> int:
 
     supervisor = Supervisor(config, printer, cmd=cmd or None, ready_timeout=args.ready_timeout,
                             log_lines=args.log_lines)
+    from entrypoint.control import attach
+
+    attach(supervisor, args)    # control socket, reload, SIGUSR1 report, title, auto-install
     return asyncio.run(supervisor.run())
 
 

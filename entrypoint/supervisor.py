@@ -199,6 +199,11 @@ class Supervisor:
         self.cmd_pid, self._cmd_exit_future = child.pid, exit_future
         status = await exit_future
         child.mark_reaped(status.shell_status)
+        if os.isatty(0):
+            try:   # take the terminal back, so a Ctrl-C during the shutdown reaches us
+                os.tcsetpgrp(0, os.getpgrp())
+            except OSError:
+                pass
         self.cmd_pid = None
         self.cmd_exit = status
         self._end(status.shell_status, f"the command ended ({status.describe()})")
