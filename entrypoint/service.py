@@ -103,7 +103,7 @@ class Service:
         self._health_restart = False
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
-        self._hook_pid: int | None = None
+        self._hook: tuple[int, str] | None = None    # (pid, "pre_script" | "post_script")
         self._exit_future: asyncio.Future[ExitStatus] | None = None
 
     # -- state ------------------------------------------------------------------------
@@ -189,8 +189,8 @@ class Service:
         self._wake.set()
         if self.pid is not None and self._exit_future is not None:
             await self._terminate(reason)
-        if self._hook_pid is not None:
-            self._signal_group(self._hook_pid, signal.SIGKILL)
+        if self._hook is not None and self._hook[1] == "pre_script":
+            self._signal_group(self._hook[0], signal.SIGKILL)   # a post_script may finish
         if self._task is not None:
             await asyncio.shield(self._task)
         if self.state == State.PENDING:
@@ -200,7 +200,7 @@ class Service:
         """SIGKILL everything of this service now (a forced shutdown)."""
         self._stop_requested = True
         self._wake.set()
-        for pid in (self.pid, self._hook_pid):
+        for pid in (self.pid, self._hook[0] if self._hook else None):
             if pid is not None:
                 self._signal_group(pid, signal.SIGKILL)
 
@@ -432,7 +432,7 @@ class Service:
             output = self.rt.hook_output_for(self)
         drain = Drain(self.rt.loop, child.fds, {"stdout": output})
         if not capture:
-            self._hook_pid = child.pid
+            self._hook = (child.pid, what)
         timed_out = False
         try:
             await asyncio.wait_for(asyncio.shield(exit_future), timeout)
@@ -443,7 +443,7 @@ class Service:
         status = await exit_future
         child.mark_reaped(status.shell_status)
         if not capture:
-            self._hook_pid = None
+            self._hook = None
         try:
             await asyncio.wait_for(asyncio.shield(drain.done), DRAIN_GRACE)
         except asyncio.TimeoutError:

@@ -327,3 +327,23 @@ def test_env_interpolation_and_env_file(run_entrypoint, write_config, tmp_path):
     r = run_entrypoint("-c", cfg, env=__import__("conftest").entrypoint_env(WORD="hello"))
     assert r.wait() == 0
     assert service_lines(r, "envy") == ["file-value from-env nobody says hello"]
+
+
+def test_post_script_runs_after_a_shutdown_stop(run_entrypoint, write_config, tmp_path):
+    post = tmp_path / "post.sh"
+    post.write_text("#!/bin/sh\nsleep 0.3\necho cleaned up\n")
+    post.chmod(0o755)
+    cfg = write_config(f"""
+        [[services]]
+        name = "svc"
+        command = "sh"
+        args = ["-c", "echo up; exec sleep 60"]
+        post_script = "{post}"
+    """)
+    r = run_entrypoint("-c", cfg)
+    r.wait_for(r"svc +\| up")
+    r.signal(signal.SIGTERM)
+    assert r.wait() == 0
+    assert service_lines(r, "svc") == ["up", "cleaned up"]
+    assert r.lines.index(next(l for l in r.lines if "cleaned up" in l)) < \
+        r.lines.index(next(l for l in r.lines if "svc stopped" in l))

@@ -12,7 +12,9 @@ from __future__ import annotations
 import glob
 import os
 import re
+import shutil
 import signal
+import tempfile
 import time
 import uuid
 
@@ -58,7 +60,8 @@ def tagged_pids(token: str) -> list[int]:
 def tagged():
     """An environment for run_entrypoint whose processes are all SIGKILLed at teardown."""
     token = uuid.uuid4().hex
-    yield entrypoint_env(EP_TEST_TOKEN=token)
+    sockdir = tempfile.mkdtemp(prefix="ep-")     # our own control socket: tests run in parallel
+    yield entrypoint_env(EP_TEST_TOKEN=token, ENTRYPOINT_SOCKET=os.path.join(sockdir, "ctl.sock"))
     for _ in range(50):
         pids = tagged_pids(token)
         if not pids:
@@ -69,6 +72,7 @@ def tagged():
             except (ProcessLookupError, PermissionError):
                 pass
         time.sleep(0.05)
+    shutil.rmtree(sockdir, ignore_errors=True)
 
 
 def children_of(pid: int) -> list[int]:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
+import tempfile
 import time
 import uuid
 
@@ -24,7 +26,8 @@ pytestmark = pytest.mark.timeout(60)
 def tagged():
     """An environment for run_entrypoint whose processes are all SIGKILLed at teardown."""
     token = uuid.uuid4().hex
-    yield entrypoint_env(EP_TEST_TOKEN=token)
+    sockdir = tempfile.mkdtemp(prefix="ep-")     # our own control socket: tests run in parallel
+    yield entrypoint_env(EP_TEST_TOKEN=token, ENTRYPOINT_SOCKET=os.path.join(sockdir, "ctl.sock"))
     needle = f"EP_TEST_TOKEN={token}".encode()
     for _ in range(50):
         pids = []
@@ -44,6 +47,7 @@ def tagged():
             except (ProcessLookupError, PermissionError):
                 pass
         time.sleep(0.05)
+    shutil.rmtree(sockdir, ignore_errors=True)
 
 
 def gone(pid: int) -> bool:
