@@ -150,8 +150,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _load(config_path: str | None, procfile: str | None, *, need_config: bool):
-    """Locate and validate the config: (Config or None, warnings). ConfigError on problems."""
+def _load(config_path: str | None, procfile: str | None, *, need_config: bool,
+          isolate: bool = False):
+    """Locate and validate the config: (Config or None, warnings). ConfigError on problems.
+
+    `isolate`: do it in a forked child (see `load_isolated`), for the long-running runner.
+    """
+    if isolate:
+        return load_isolated(_load, config_path, procfile, need_config=need_config)
     from entrypoint import config as config_mod
 
     located = config_mod.locate(config_path, procfile, os.environ)
@@ -163,6 +169,99 @@ def _load(config_path: str | None, procfile: str | None, *, need_config: bool):
         return None, []
     path, kind = located
     return config_mod.load(path, kind, os.environ)
+
+
+# Modules the runner needs anyway: imported by the parent while the child validates.
+_RUNTIME_MODULES = ("asyncio", "entrypoint.output", "entrypoint.supervisor", "entrypoint.control")
+
+
+def load_isolated(func, *args, **kwargs):
+    """`func(*args, **kwargs)` in a forked child; its result or its EntrypointError here.
+
+    Validation needs pydantic, which costs ~20 MB and ~250 ms to import; the runner lives
+    as long as the container and needs only the plain dataclasses of `spec.py`. So a
+    short-lived child imports pydantic, validates, and sends the result back pickled,
+    while the parent imports the runtime on the other core (measured: runner PSS 32 MB ->
+    under supervisord's; start of 50 services -> below honcho's; docs/benchmarks.md).
+    Call it before any thread or event loop exists (fork). Where fork is impossible, the
+    work is done in this process instead.
+    """
+    import pickle
+
+    try:
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+    except OSError:
+        return func(*args, **kwargs)
+    if pid == 0:                                    # the child: validate, answer, vanish
+        status = 0
+        try:
+            os.close(read_fd)
+            try:
+                answer = ("ok", func(*args, **kwargs))
+            except EntrypointError as exc:
+                answer = ("error", _portable_error(exc))
+            except BaseException as exc:            # a bug: report it, never a traceback
+                answer = ("error", ("EntrypointError", f"internal error while validating the "
+                                                       f"config: {exc!r}", 1, None))
+            data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(write_fd, view):]
+        except BaseException:
+            status = 70
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    for name in _RUNTIME_MODULES:                   # meanwhile, on the other core
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(read_fd, 1 << 16)
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(read_fd)
+    while True:
+        try:
+            _, wait_status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            wait_status = 0
+            break
+    if not chunks:
+        raise EntrypointError(f"the config could not be validated (the validating process "
+                              f"ended with wait status {wait_status}, sending nothing)")
+    kind, payload = pickle.loads(b"".join(chunks))
+    if kind == "ok":
+        return payload
+    raise _rebuilt_error(payload)
+
+
+def _portable_error(exc: EntrypointError) -> tuple:
+    from entrypoint.errors import ConfigError
+
+    if isinstance(exc, ConfigError):
+        return ("ConfigError", exc.source, exc.exit_status, list(exc.problems))
+    return (type(exc).__name__, exc.message, exc.exit_status, None)
+
+
+def _rebuilt_error(payload: tuple) -> EntrypointError:
+    from entrypoint.errors import ConfigError
+
+    name, message, status, problems = payload
+    if name == "ConfigError":
+        return ConfigError(message, problems)
+    cls = UsageError if name == "UsageError" else EntrypointError
+    return cls(message, status)
 
 
 def cmd_check(argv: list[str]) -> int:
@@ -203,8 +302,10 @@ class _AlreadyReported(EntrypointError):
 
 
 def cmd_run(argv: list[str]) -> int:
+    from entrypoint.run import catch_early_signals, run
+
+    catch_early_signals()
     options, cmd = split_run_args(argv)
     args = _parse(run_parser(), options)
-    from entrypoint.run import run
 
     return run(args, cmd)

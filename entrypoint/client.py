@@ -1,7 +1,8 @@
 """The thin client behind `entrypoint list|status|start|stop|restart|logs|reload|shutdown|
 health|exec`: parse the words, send one request over the control socket, print the reply.
 
-Standard library only, plus `protocol`, `errors` and `output`'s table and colours: no
+Standard library only, plus `protocol` and `errors` (and `output`'s colours for a `logs`
+on a terminal): no
 pydantic, no asyncio, no runtime, so that `entrypoint list` answers in tens of
 milliseconds. Exit status: 0 ok, 1 failure (also: refused, unknown service), 2 usage or
 invalid config (`reload`), 3 no runner reachable.
@@ -153,8 +154,15 @@ def exit_text(exit: dict | None) -> str:
     return str(exit.get("code"))
 
 
+def format_table(headers: list[str], rows: list[list]) -> str:
+    """Left-aligned columns two spaces apart (output.format_table's twin: output.py pulls
+    in `typing`, a few milliseconds this path does not need to pay)."""
+    table = [[str(c) for c in row] for row in [headers, *rows]]
+    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table)
+
+
 def render_list(services: list[dict]) -> str:
-    from entrypoint.output import format_table
     rows = [[s["name"], s["state"], s["health"], s["pid"] if s["pid"] is not None else "-",
              human_duration(s.get("uptime")), s.get("restarts", 0), exit_text(s.get("exit"))]
             for s in services]
@@ -176,7 +184,7 @@ def render_status(s: dict) -> str:
     lines = [head]
 
     def field(label: str, value) -> None:
-        lines.append(f"  {label + ':':<12}{value}")
+        lines.append(f"  {label + ':':<13}{value}")
 
     field("command", " ".join(s.get("command", [])))
     who = s.get("user") or "(the runner's)"
@@ -351,11 +359,13 @@ SHOW = {"list": _show_list, "status": _show_status, "start": _show_results,
 
 class _LogPrinter:
     def __init__(self, names: list[str], prefix: bool):
-        from entrypoint.output import RESET, color_for, use_color
         self.prefix = prefix
         self.width = max(map(len, names), default=0)
-        self.color = use_color(None, os.environ, sys.stdout.isatty())
-        self._color_for, self._reset = color_for, RESET
+        self.color = prefix and (bool(os.environ.get("FORCE_COLOR")) or (
+            not os.environ.get("NO_COLOR") and sys.stdout.isatty()))
+        if self.color:      # the runner's colours (output.py is not loaded otherwise)
+            from entrypoint.output import RESET, color_for
+            self._color_for, self._reset = color_for, RESET
         self.out = sys.stdout
 
     def line(self, name: str, text: str) -> None:
@@ -375,7 +385,7 @@ def cmd_logs(args) -> int:
             op_args["follow"] = True
         result = conn.request("logs", **op_args)
         shown = result["services"]
-        printer = _LogPrinter(shown, prefix=len(shown) != 1)
+        printer = _LogPrinter(shown, prefix=len(args.names) != 1)   # none or several: prefix
         for entry in result["lines"]:
             printer.line(entry["service"], entry["line"])
         sys.stdout.flush()
@@ -428,28 +438,34 @@ def cmd_exec(argv: list[str]) -> int:
                          f"`entrypoint exec {name} -- sh`")
     spec = call("exec_spec", socket_path, QUERY_TIMEOUT, name=name)
     env = spec["env"]
-    if spec.get("uid") is not None:
-        uid, gid = spec["uid"], spec["gid"]
-        if (os.geteuid(), os.getegid()) != (uid, gid):
-            if os.geteuid() != 0:
-                raise EntrypointError(f'exec {name}: the service runs as "{spec["user"]}" '
-                                      f"(uid {uid}); switching to it needs root")
-            try:
-                os.setgroups(spec["groups"] or [gid])
-                os.setgid(gid)
-                os.setuid(uid)
-            except OSError as exc:
-                raise EntrypointError(f"exec {name}: cannot switch to uid {uid}: "
-                                      f"{exc.strerror or exc}") from None
     if spec.get("directory"):
         try:
             os.chdir(spec["directory"])
         except OSError as exc:
             raise EntrypointError(f"exec {name}: cannot enter {spec['directory']}: "
                                   f"{exc.strerror or exc}") from None
+    if spec.get("uid") is not None:     # after chdir, as subprocess does for the service
+        uid, gid = spec["uid"], spec["gid"]
+        if (os.geteuid(), os.getegid()) != (uid, gid):
+            if os.geteuid() != 0:
+                raise EntrypointError(f'exec {name}: the service runs as "{spec["user"]}" '
+                                      f"(uid {uid}); switching to it needs root")
+            try:
+                os.setgroups(spec["groups"] or [])
+                os.setgid(gid)
+                os.setuid(uid)
+            except OSError as exc:
+                raise EntrypointError(f"exec {name}: cannot switch to uid {uid}: "
+                                      f"{exc.strerror or exc}") from None
     sys.stdout.flush()
+    program = cmd[0]
+    if os.sep not in program:       # search the service's PATH, as its user sees it
+        import shutil
+        program = shutil.which(program, path=env.get("PATH", os.defpath)) or ""
     try:
-        os.execvpe(cmd[0], cmd, env)
+        if not program:
+            raise FileNotFoundError(cmd[0])
+        os.execve(program, cmd, env)
     except FileNotFoundError:
         print(f'entrypoint: exec {name}: "{cmd[0]}" not found in the service\'s PATH',
               file=sys.stderr)

@@ -314,7 +314,7 @@ class ControlServer:
 def parse_request(line: bytes) -> tuple[dict | None, dict | None]:
     """(request, None) for a well-formed request line, else (None, error reply)."""
     try:
-        request = json.loads(line)
+        request = json.loads(line.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         return None, error("bad_request", f"not a JSON object: {exc}")
     if not isinstance(request, dict):

@@ -53,6 +53,13 @@ def install(directory: str, target: str, environ=os.environ) -> tuple[str, bool]
     if os.path.lexists(link):
         if os.path.islink(link) and os.path.realpath(link) == os.path.realpath(target):
             return link, False
+        if os.path.islink(link) and not os.path.exists(link):
+            try:                        # a dangling link (an old venv, say): ours to fix
+                os.unlink(link)
+            except OSError as exc:
+                raise InstallError(f"cannot replace the broken link {link}: "
+                                   f"{exc.strerror or exc}") from None
+            return install(directory, target, environ)
         raise InstallError(f"{link} exists already and is not a link to {target}; "
                            f"remove it first, or add {os.path.dirname(target)} to PATH")
     try:

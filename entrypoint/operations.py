@@ -19,6 +19,9 @@ from entrypoint.output import LogRing
 from entrypoint.service import Service, State
 
 MAX_LOG_LINES = 100_000
+# start/restart: a service must still be RUNNING this long after it got there to count as
+# started (supervisord's `startsecs`), so that a crash right after the exec is reported.
+SETTLE = 1.0
 OPERATIONS = ("list", "status", "start", "stop", "restart", "logs", "shutdown", "health",
               "reload", "exec_spec", "version")
 
@@ -119,6 +122,7 @@ class Operations:
         self.sup = supervisor
         self.reloader = reloader
         self.index = LogIndex()
+        self.settle = SETTLE
 
     # -- the one entry point for transports ---------------------------------------------
 
@@ -239,7 +243,8 @@ class Operations:
         except SpawnError as exc:
             raise OperationError("failed", f"{name}: {exc.message}") from None
         env = child_environment({**self.sup.environ, **spec.environment()}, identity)
-        return {"name": name, "env": env, "directory": spec.directory, "user": spec.user,
+        return {"name": name, "env": env, "directory": spec.directory or os.getcwd(),
+                "user": spec.user,
                 "uid": identity.uid if identity else None,
                 "gid": identity.gid if identity else None,
                 "groups": list(identity.groups) if identity else None}
@@ -310,14 +315,27 @@ class Operations:
         return {"services": results}
 
     async def _until_up(self, service: Service, exit_before, error_before) -> dict:
+        loop = asyncio.get_running_loop()
+        settled_at = None
         while True:
             state = service.state
-            if state == State.RUNNING or (state == State.COMPLETED and service.spec.oneshot):
-                return self._result(service, True)
-            if state in (State.FAILED, State.BACKOFF, State.STOPPED, State.COMPLETED,
-                         State.DISABLED):
+            if state == (State.COMPLETED if service.spec.oneshot else State.RUNNING):
+                if service.spec.oneshot or self.settle <= 0:
+                    return self._result(service, True)
+                settled_at = settled_at or loop.time() + self.settle
+            elif state in (State.FAILED, State.BACKOFF, State.STOPPED, State.COMPLETED,
+                           State.DISABLED):
                 return self._result(service, False, self._why(service, exit_before, error_before))
-            await service.changed()
+            else:
+                settled_at = None
+            if settled_at is None:
+                await service.changed()
+                continue
+            try:        # RUNNING: does it stay up for the settle time?
+                await asyncio.wait_for(service.changed(), max(0.0, settled_at - loop.time()))
+            except asyncio.TimeoutError:
+                if service.state == State.RUNNING:
+                    return self._result(service, True)
 
     def _why(self, service: Service, exit_before, error_before) -> str:
         state = service.state

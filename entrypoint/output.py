@@ -218,14 +218,37 @@ class RotatingLog:
         self._open()
 
     def write(self, block: bytes) -> None:
-        """Append `block` (whole lines), rotating first if it would pass max_bytes."""
+        """Append `block` (whole lines), rotating at line ends so no file passes max_bytes.
+
+        A block may hold megabytes (one drained read burst): it is split at the last
+        newline that still fits. Only a single line longer than max_bytes overflows.
+        """
         if self._fd is None and not self._open():
             return
-        try:
-            if 0 < self.max_bytes < self._size + len(block) and self._size > 0:
+        while 0 < self.max_bytes < self._size + len(block):
+            # A block that fits a fresh file starts one; a larger one fills this file first.
+            room = self.max_bytes - self._size if len(block) > self.max_bytes else 0
+            cut = block.rfind(b"\n", 0, room) + 1 if room > 0 else 0
+            if cut == 0 and self._size == 0:
+                cut = block.find(b"\n") + 1 or len(block)   # one over-long line: alone
+            if cut:
+                self._append(block[:cut])
+                block = block[cut:]
+            if not block or self._fd is None:
+                return
+            try:
                 self._rotate()
-                if self._fd is None:
-                    return
+            except OSError as e:
+                self._fail(e)
+                return
+            if self._fd is None:
+                return
+        self._append(block)
+
+    def _append(self, block: bytes) -> None:
+        if self._fd is None:
+            return
+        try:
             view = memoryview(block)
             while view:
                 n = os.write(self._fd, view)

@@ -73,12 +73,14 @@ class Reaper:
             self._loop.remove_signal_handler(signal.SIGCHLD)
 
     def watch(self, pid: int, callback: Callable[[ExitStatus], None]) -> None:
-        """Call `callback(status)` when `pid` is reaped."""
-        status = self._unclaimed.pop(pid, None)
-        if status is not None:
-            callback(status)
-        else:
-            self._watchers[pid] = callback
+        """Call `callback(status)` when `pid` is reaped; call it right after the spawn.
+
+        An unclaimed status already kept for `pid` belongs to an earlier process that had
+        the same pid (an orphan we reaped, the pid since recycled): no reap can run between
+        a spawn and its watch, so it is never this child's. Drop it.
+        """
+        self._unclaimed.pop(pid, None)
+        self._watchers[pid] = callback
 
     def wait(self, pid: int) -> "asyncio.Future[ExitStatus]":
         """A future for the exit of `pid`; call it right after spawning."""

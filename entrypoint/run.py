@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import sys
 
 from entrypoint.errors import EntrypointError
@@ -13,12 +14,22 @@ from entrypoint.spec import Config
 
 EXIT_CMD_NOT_FOUND = 127
 
+# Signals that arrive while we validate, before the loop's handlers exist. As PID 1 the
+# kernel drops a signal that has no handler, so a `docker stop` then would be lost.
+EARLY_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+_early: list[int] = []
+
+
+def catch_early_signals() -> None:
+    for sig in EARLY_SIGNALS:
+        signal.signal(sig, lambda signum, frame: _early.append(signum))
+
 
 def run(args: argparse.Namespace, cmd: list[str]) -> int:
     from entrypoint.cli import _load
     from entrypoint.output import Printer, use_color
 
-    config, warnings = _load(args.config, args.procfile, need_config=not cmd)
+    config, warnings = _load(args.config, args.procfile, need_config=not cmd, isolate=True)
     if config is None:
         config = Config(source="(no config)", services=())
     if cmd and shutil.which(cmd[0], path=os.environ.get("PATH")) is None:
@@ -37,10 +48,12 @@ def run(args: argparse.Namespace, cmd: list[str]) -> int:
 
     supervisor = Supervisor(config, printer, cmd=cmd or None, ready_timeout=args.ready_timeout,
                             log_lines=args.log_lines)
+    supervisor.early_signals = _early
     from entrypoint.control import attach
 
     attach(supervisor, args)    # control socket, reload, SIGUSR1 report, title, auto-install
+    if args.report:
+        from entrypoint.report import install as install_report
+
+        install_report(supervisor, args.report, cmd or None)
     return asyncio.run(supervisor.run())
-
-
-

@@ -21,7 +21,14 @@ from entrypoint.spawn import SpawnError, spawn_foreground
 from entrypoint.spec import Config
 
 SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
-FORWARDED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM, signal.SIGWINCH)
+# Every other asynchronous signal goes to the CMD (as tini does). Several would otherwise
+# kill a runner that is not PID 1 (PWR, VTALRM, PROF, IO, real-time), orphaning services.
+# Not: job control (ignored, the CMD owns the terminal), synchronous faults, XCPU/XFSZ
+# (about the runner's own limits), CHLD (the reaper).
+FORWARDED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM, signal.SIGWINCH,
+                     signal.SIGPWR, signal.SIGURG, signal.SIGCONT, signal.SIGVTALRM,
+                     signal.SIGPROF, signal.SIGIO,
+                     *range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
 SWEEP_GRACE = 5.0   # leftover processes get this long between SIGTERM and SIGKILL
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -62,6 +69,8 @@ class Supervisor:
         self._shutdown_task: asyncio.Task | None = None
         self._ready_changed = asyncio.Event()
         self._cmd_exit_future: asyncio.Future[ExitStatus] | None = None
+        self.early_signals: list[int] = []
+        self._shutdown_signal = signal.SIGTERM   # what the CMD gets when we shut down
         self._forced = False
         # Extensions (control socket, reports) plug in here: called with the supervisor
         # once the loop runs, and awaited after the last service stopped.
@@ -130,6 +139,8 @@ class Supervisor:
         self._loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         for sig in FORWARDED_SIGNALS:
             self._loop.add_signal_handler(sig, self._on_other_signal, sig)
+        for sig in self.early_signals:      # arrived while we were validating
+            self._loop.call_soon(self._on_shutdown_signal, sig)
 
         self.printer.set_names(self.config.names)
         for hook in self.startup_hooks:
@@ -248,6 +259,7 @@ class Supervisor:
                 self._kill_everything()
             return
         self.printer.system(f"{name} received: shutting down")
+        self._shutdown_signal = sig
         self._end(None, f"{name}")
 
     def _on_hup(self) -> None:
@@ -278,6 +290,7 @@ class Supervisor:
     async def _shutdown(self, reason: str) -> None:
         timeouts = self.config.timeouts
         self.printer.system(f"stopping ({reason})")
+        deadline = self._loop.time() + timeouts.global_shutdown_timeout   # the final sweep too
         everything = self._loop.create_task(self._stop_everything())
         try:
             await asyncio.wait_for(asyncio.shield(everything), timeouts.global_shutdown_timeout)
@@ -288,7 +301,7 @@ class Supervisor:
             await everything
             if self._exit_status is None:
                 self._exit_status = 1
-        await self._sweep()
+        await self._sweep(deadline)
         status = self._exit_status
         if status is None:
             status = self.cmd_exit.shell_status if self.cmd_exit else 0
@@ -327,7 +340,7 @@ class Supervisor:
         pid, exited = self.cmd_pid, self._cmd_exit_future
         timeout = self.config.timeouts.service_shutdown_timeout
         try:
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, self._shutdown_signal)    # the signal we got, as tini forwards it
         except ProcessLookupError:
             return
         try:
@@ -350,30 +363,40 @@ class Supervisor:
             except ProcessLookupError:
                 pass
 
-    async def _sweep(self) -> None:
-        """TERM, then KILL, whatever descendant is left; return when no child is left."""
+    async def _sweep(self, deadline: float) -> None:
+        """TERM, then KILL, whatever descendant is left; return when no child is left.
+
+        The SIGKILL comes after SWEEP_GRACE, or at `deadline` (global_shutdown_timeout)
+        when that is sooner."""
         leftovers = descendants(os.getpid())
-        if leftovers and self._forced:
-            _signal_all(leftovers, signal.SIGKILL)
-        elif leftovers:
+        grace = min(SWEEP_GRACE, deadline - self._loop.time())
+        kill_now = self._forced or grace <= 0
+        if leftovers:
             listing = ", ".join(f"{pid} ({_comm(pid)})" for pid in leftovers[:10])
             self.printer.system(f"{len(leftovers)} leftover process(es): {listing}; "
-                                f"sending SIGTERM", "warning")
+                                f"sending {'SIGKILL' if kill_now else 'SIGTERM'}", "warning")
+        if leftovers and kill_now:
+            _signal_all(leftovers, signal.SIGKILL)
+        elif leftovers:
             _signal_all(leftovers, signal.SIGTERM)
             try:
-                await asyncio.wait_for(self._wait_gone(leftovers), SWEEP_GRACE)
+                # Every descendant, not only these: a TERM handler may start new ones.
+                await asyncio.wait_for(self._wait_gone(), grace)
             except asyncio.TimeoutError:
-                still = [pid for pid in leftovers if _alive(pid)]
+                still = descendants(os.getpid())
                 self.printer.system(f"sending SIGKILL to {len(still)} process(es)", "warning")
+                _signal_all(still, signal.SIGKILL)
+        for _ in range(2):
+            try:
+                await asyncio.wait_for(self.reaper.wait_no_children(), SWEEP_GRACE)
+                return
+            except asyncio.TimeoutError:
+                # Something outlived the sweep (forked meanwhile): never exit leaving it.
                 _signal_all(descendants(os.getpid()), signal.SIGKILL)
-        try:
-            await asyncio.wait_for(self.reaper.wait_no_children(), SWEEP_GRACE)
-        except asyncio.TimeoutError:
-            self.printer.system("some children could not be reaped; exiting anyway", "warning")
+        self.printer.system("some children could not be reaped; exiting anyway", "warning")
 
-    async def _wait_gone(self, pids: Iterable[int]) -> None:
-        pids = list(pids)
-        while any(_alive(pid) for pid in pids):
+    async def _wait_gone(self) -> None:
+        while descendants(os.getpid()):
             await asyncio.sleep(0.05)
 
     # -- operations for the control layer ----------------------------------------------
@@ -420,15 +443,6 @@ def descendants(root: int) -> list[int]:
         found += children
         frontier += children
     return sorted(found)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] != b"Z"
 
 
 def _comm(pid: int) -> str:

@@ -47,8 +47,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-n", type=int, default=10, help="runs to time (default 10)")
     p.add_argument("--command", help="the client to time (default: python3 -m entrypoint)")
+    p.add_argument("--no-site", action="store_true",
+                   help="run both with `python3 -S` (no site-packages .pth files): the "
+                        "figure without what this host's site adds to every start")
     args = p.parse_args()
-    client = [args.command] if args.command else [sys.executable, "-m", "entrypoint"]
+    python = [sys.executable, "-S"] if args.no_site else [sys.executable]
+    client = [args.command] if args.command else [*python, "-m", "entrypoint"]
     with tempfile.TemporaryDirectory() as tmp:
         config, sock = os.path.join(tmp, "services.toml"), os.path.join(tmp, "ctl.sock")
         with open(config, "w") as f:
@@ -69,13 +73,14 @@ def main() -> int:
                 time.sleep(0.1)
             timed([*client, "list"], env)   # warm the page cache, as a real host would be
             lists = [timed([*client, "list"], env) for _ in range(args.n)]
-            bare = [timed([sys.executable, "-c", "pass"], env) for _ in range(args.n)]
+            bare = [timed([*python, "-c", "pass"], env) for _ in range(args.n)]
         finally:
             runner.send_signal(signal.SIGTERM)
             runner.wait(30)
     ms = lambda xs: f"median {statistics.median(xs) * 1000:.1f} ms (min {min(xs) * 1000:.1f}, max {max(xs) * 1000:.1f})"
     print(f"entrypoint list, {args.n} cold processes: {ms(lists)}")
     print(f"python3 -c pass, for comparison:       {ms(bare)}")
+    print(f"difference (what entrypoint adds):     {(statistics.median(lists) - statistics.median(bare)) * 1000:.1f} ms")
     return 0
 
 

@@ -7,11 +7,15 @@ piped, collects both in a background thread, and offers `wait_for(pattern)` and
 
 from __future__ import annotations
 
+import atexit
+import itertools
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -23,12 +27,21 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
 
+_SOCKET_DIR = tempfile.mkdtemp(prefix="ep-test-sockets-")
+atexit.register(shutil.rmtree, _SOCKET_DIR, True)
+_socket_numbers = itertools.count()
+
+
 def entrypoint_env(**extra: str) -> dict[str, str]:
+    """The environment for a test's runner: this checkout importable, no colour, and a
+    control socket of its own (runners of parallel sessions never meet on /run)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("FORCE_COLOR", None)
     env["NO_COLOR"] = "1"
     env.pop("ENTRYPOINT_CONFIG", None)
+    env["ENTRYPOINT_SOCKET"] = os.path.join(_SOCKET_DIR, f"{next(_socket_numbers)}.sock")
+    env["ENTRYPOINT_NO_INSTALL"] = "1"
     env.update(extra)
     return env
 

@@ -135,6 +135,25 @@ def script(tmp_path, name: str, text: str) -> str:
     return str(path)
 
 
+def escaping_service(tmp_path, on_term: str) -> tuple[str, "os.PathLike"]:
+    """A [[services]] entry whose child escapes its session and group with setsid.
+
+    The daemon runs `on_term` on SIGTERM (sh trap syntax) and touches the returned `ready`
+    file once its trap is set; the service prints `escaped=PID` (its own pid namespace's).
+    """
+    ready = tmp_path / "daemon-ready"
+    daemon = script(tmp_path, "daemon.sh", (
+        f"trap '{on_term}' TERM\n"
+        f"touch {ready}\n"
+        "while :; do sleep 0.1; done\n"))
+    return (f"""
+        [[services]]
+        name = "spawner"
+        command = "sh"
+        args = ["-c", "setsid sh {daemon} </dev/null >/dev/null 2>&1 & echo escaped=$!; exec sleep 60"]
+    """, ready)
+
+
 ZOMBIE_COUNTER = r"""
 import os, sys, time
 
@@ -286,19 +305,14 @@ def test_final_sweep_as_pid1_catches_escaped_daemon(run_entrypoint, write_config
     # The daemon leaves the service's session and group with setsid: the stop signal to the
     # service's group cannot reach it; only the final sweep can. It records the SIGTERM
     # (the kernel's namespace teardown would SIGKILL it instead).
-    daemon = f"trap 'touch {marker}; exit 0' TERM; while :; do sleep 0.1; done"
-    cfg = write_config(f"""
-        [[services]]
-        name = "spawner"
-        command = "sh"
-        args = ["-c", "setsid sh -c \\"{daemon}\\" </dev/null >/dev/null 2>&1 & echo escaped=$!; exec sleep 60"]
-    """)
+    service, ready = escaping_service(tmp_path, f"touch {marker}; exit 0")
+    cfg = write_config(service)
     r = run_entrypoint("-c", cfg, prefix=UNSHARE, env=tagged)
     ns_pid = int(r.wait_for(r"spawner +\| escaped=(\d+)").group(1))
     init = ns_init(r)
     escaped = wait_until(lambda: host_pid(init, ns_pid), what="the escaped daemon's host pid")
-    wait_until(lambda: os.getsid(escaped) == escaped,    # really out of the service's session
-               what="the daemon in a session of its own")
+    wait_until(ready.exists, what="the daemon's trap set")
+    assert os.getsid(escaped) == escaped                # really out of the service's session
     os.kill(init, signal.SIGTERM)
     assert r.wait() == 0
     assert gone(escaped)
@@ -440,17 +454,12 @@ def test_subreaper_adopts_and_reaps_grandchildren(run_entrypoint, write_config, 
 def test_final_sweep_not_pid1_kills_escaped_process(run_entrypoint, write_config, tagged,
                                                     tmp_path):
     marker = tmp_path / "daemon-got-term"
-    daemon = f"trap 'touch {marker}; exit 0' TERM; while :; do sleep 0.1; done"
-    cfg = write_config(f"""
-        [[services]]
-        name = "spawner"
-        command = "sh"
-        args = ["-c", "setsid sh -c \\"{daemon}\\" </dev/null >/dev/null 2>&1 & echo escaped=$!; exec sleep 60"]
-    """)
+    service, ready = escaping_service(tmp_path, f"touch {marker}; exit 0")
+    cfg = write_config(service)
     r = run_entrypoint("-c", cfg, env=tagged)
     escaped = int(r.wait_for(r"spawner +\| escaped=(\d+)").group(1))
-    wait_until(lambda: pid_alive(escaped) and os.getsid(escaped) == escaped,
-               what="the daemon in a session of its own")
+    wait_until(ready.exists, what="the daemon's trap set")
+    assert os.getsid(escaped) == escaped
     r.signal(signal.SIGTERM)
     assert r.wait() == 0
     assert gone(escaped)
@@ -458,19 +467,139 @@ def test_final_sweep_not_pid1_kills_escaped_process(run_entrypoint, write_config
     r.wait_for(rf"leftover process\(es\): {escaped} \(sh\)")
 
 
-def test_final_sweep_sigkills_what_ignores_sigterm(run_entrypoint, write_config, tagged):
-    daemon = "trap '' TERM; while :; do sleep 0.1; done"
-    cfg = write_config(f"""
-        [[services]]
-        name = "spawner"
-        command = "sh"
-        args = ["-c", "setsid sh -c \\"{daemon}\\" </dev/null >/dev/null 2>&1 & echo escaped=$!; exec sleep 60"]
-    """)
+def test_final_sweep_sigkills_what_ignores_sigterm(run_entrypoint, write_config, tagged,
+                                                   tmp_path):
+    service, ready = escaping_service(tmp_path, "")      # trap '' TERM: ignored
+    cfg = write_config(service)
     r = run_entrypoint("-c", cfg, env=tagged)
     escaped = int(r.wait_for(r"spawner +\| escaped=(\d+)").group(1))
-    wait_until(lambda: pid_alive(escaped), what="the daemon")
+    wait_until(ready.exists, what="the daemon's trap set")
     r.signal(signal.SIGTERM)
     assert r.wait(20) == 0
     assert gone(escaped)
     r.wait_for(r"leftover process\(es\)")
     r.wait_for(r"sending SIGKILL to \d+ process")
+
+
+# -- a reaped orphan's pid, recycled ------------------------------------------------------
+
+RECYCLER = r"""
+import os, time
+r, w = os.pipe()
+middle = os.fork()
+if middle == 0:
+    orphan = os.fork()
+    if orphan == 0:
+        time.sleep(0.2)
+        os._exit(0)
+    os.write(w, str(orphan).encode())
+    os._exit(0)
+os.waitpid(middle, 0)
+orphan = int(os.read(r, 32))
+while os.path.exists(f"/proc/{orphan}"):   # until PID 1 has reaped it (for nobody)
+    time.sleep(0.02)
+# The next process created in this namespace gets the orphan's pid.
+with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+    f.write(str(orphan - 1))
+print(f"orphan={orphan}", flush=True)
+"""
+
+
+@needs_pidns
+def test_recycled_pid_of_a_reaped_orphan_is_not_a_stale_exit(run_entrypoint, write_config,
+                                                             tagged, tmp_path):
+    """Regression: the reaper kept statuses of orphans it reaped, and handed one to the next
+    child that got the same pid, so a service that had just started was reported exited."""
+    prog = script(tmp_path, "recycler.py", RECYCLER)
+    cfg = write_config(f"""
+        [[services]]
+        name = "recycler"
+        command = "{PYTHON}"
+        args = ["-u", "{prog}"]
+        oneshot = true
+        [[services]]
+        name = "victim"
+        command = "sh"
+        args = ["-c", "echo pid=$$$$; exec sleep 60"]
+        depends_on = "recycler"
+    """)
+    r = run_entrypoint("-c", cfg, prefix=UNSHARE, env=tagged)
+    orphan = int(r.wait_for(r"recycler +\| orphan=(\d+)").group(1))
+    victim = int(r.wait_for(r"victim +\| pid=(\d+)").group(1))
+    assert victim == orphan, "precondition: the victim did not get the orphan's pid"
+    time.sleep(1.5)     # longer than DRAIN_GRACE: a stale exit would have been reported
+    assert not any("victim: exited" in line for line in r.lines), r.output
+    assert r.proc.poll() is None, r.output
+    os.kill(ns_init(r), signal.SIGTERM)
+    assert r.wait() == 0
+    r.wait_for(r"victim stopped \(killed by SIGTERM\)")
+
+
+def test_final_sweep_also_gets_what_leftovers_start_on_sigterm(run_entrypoint, write_config,
+                                                              tagged, tmp_path):
+    """A leftover whose TERM handler starts another process (a cleanup, a respawn): the
+    runner must not exit while that one is still its descendant (CONTRACT §6)."""
+    late = tmp_path / "late-pid"
+    service, ready = escaping_service(
+        tmp_path, f"setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $! > {late}; exit 0")
+    cfg = write_config(service)
+    r = run_entrypoint("-c", cfg, env=tagged)
+    escaped = int(r.wait_for(r"spawner +\| escaped=(\d+)").group(1))
+    wait_until(ready.exists, what="the daemon's trap set")
+    r.signal(signal.SIGTERM)
+    r.wait(30)
+    assert gone(escaped)
+    started_late = int(wait_until(lambda: late.exists() and late.read_text().strip(), timeout=2,
+                                  what="the process started on SIGTERM"))
+    assert gone(started_late), f"{started_late} outlived the runner:\n{r.output}"
+
+
+@needs_pidns
+def test_global_shutdown_timeout_bounds_the_final_sweep_too(run_entrypoint, write_config,
+                                                            tagged, tmp_path):
+    """`global_shutdown_timeout`: the whole shutdown, then SIGKILL to everything left — a
+    leftover that ignores SIGTERM must not stretch it (Docker's SIGKILL would come first)."""
+    service, ready = escaping_service(tmp_path, "")      # the daemon ignores SIGTERM
+    cfg = write_config("""
+        [timeouts]
+        service_shutdown_timeout = 1
+        global_shutdown_timeout = 2
+    """ + service)
+    r = run_entrypoint("-c", cfg, prefix=UNSHARE, env=tagged)
+    ns_pid = int(r.wait_for(r"spawner +\| escaped=(\d+)").group(1))
+    init = ns_init(r)
+    escaped = wait_until(lambda: host_pid(init, ns_pid), what="the escaped daemon's host pid")
+    wait_until(ready.exists, what="the daemon's trap set")
+    began = time.monotonic()
+    os.kill(init, signal.SIGTERM)
+    r.wait(20)
+    took = time.monotonic() - began
+    r.wait_for(r"leftover process\(es\)")
+    assert took < 3.5, f"shutdown took {took:.1f}s with global_shutdown_timeout = 2"
+    assert gone(escaped)
+
+
+@needs_pidns
+def test_signals_reach_the_cmd_through_pid1(run_entrypoint, write_config, tagged, tmp_path):
+    """PID 1 gets no default dispositions: a signal it does not handle is dropped. USR1 must
+    still reach the CMD, and SIGTERM still stop it first."""
+    prog = script(tmp_path, "cmd.py", (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGUSR1, lambda *_: print('cmd got SIGUSR1', flush=True))\n"
+        "signal.signal(signal.SIGTERM, lambda *_: (print('cmd got SIGTERM', flush=True), "
+        "sys.exit(0)))\n"
+        "print('cmd ready', flush=True)\n"
+        "while True: time.sleep(0.1)\n"))
+    cfg = write_config("""
+        [[services]]
+        name = "svc"
+        command = "sleep 60"
+    """)
+    r = run_entrypoint("-c", cfg, "--", PYTHON, "-u", prog, prefix=UNSHARE, env=tagged)
+    r.wait_for(r"^cmd ready")
+    init = ns_init(r)
+    os.kill(init, signal.SIGUSR1)
+    r.wait_for(r"^cmd got SIGUSR1$")
+    os.kill(init, signal.SIGTERM)
+    assert r.wait() == 0
+    assert index_of(r.lines, r"^cmd got SIGTERM$") < index_of(r.lines, r"svc stopped")

@@ -72,11 +72,17 @@ REPORTER = r"""
 import os, signal, sys, time
 label, wanted = sys.argv[1], int(sys.argv[2])
 got = []
+def name(sig):
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"SIGRTMIN+{sig - signal.SIGRTMIN}"
 def handler(sig, _frame):
-    print(f"{label} got {signal.Signals(sig).name}", flush=True)
+    print(f"{label} got {name(sig)}", flush=True)
     got.append(sig)
 for s in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1,
-          signal.SIGUSR2):
+          signal.SIGUSR2, signal.SIGALRM, signal.SIGWINCH, signal.SIGPWR, signal.SIGURG,
+          signal.SIGCONT, signal.SIGVTALRM, signal.SIGPROF, signal.SIGIO, signal.SIGRTMIN + 3):
     signal.signal(s, handler)
 print(f"{label} ready pid={os.getpid()}", flush=True)
 while len(got) < wanted:
@@ -105,6 +111,44 @@ def test_usr1_and_usr2_are_forwarded_to_the_cmd(run_entrypoint, write_config, ta
     assert r.wait() == 0
     assert not any("shutting down" in line for line in r.lines)
     r.wait_for(r"svc stopped")
+
+
+# Catchable signals that are neither a shutdown signal nor SIGHUP, nor job control.
+# SIGRTMIN+3 is what `docker kill -s` / systemd-style tooling sends to ask for a halt.
+OTHER_SIGNALS = [signal.SIGALRM, signal.SIGWINCH, signal.SIGPWR, signal.SIGURG, signal.SIGCONT,
+                 signal.SIGVTALRM, signal.SIGPROF, signal.SIGIO, signal.SIGRTMIN + 3]
+
+
+def signame(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"SIGRTMIN+{sig - signal.SIGRTMIN}"
+
+
+@pytest.mark.parametrize("sig", OTHER_SIGNALS, ids=signame)
+def test_other_signals_go_to_the_cmd(run_entrypoint, write_config, tagged, tmp_path, sig):
+    """CONTRACT §6: with a CMD, signals other than TERM/INT/QUIT/HUP go to the CMD."""
+    reporter = script(tmp_path, "reporter.py", REPORTER)
+    cfg = write_config(SLEEPER)
+    r = run_entrypoint("-c", cfg, "--", PYTHON, "-u", reporter, "cmd", "1", env=tagged)
+    r.wait_for(r"^cmd ready")
+    r.signal(sig)
+    r.wait_for(rf"^cmd got {re.escape(signame(sig))}$")
+    assert r.wait() == 0
+
+
+@pytest.mark.parametrize("sig", OTHER_SIGNALS, ids=signame)
+def test_other_signals_without_cmd_do_not_kill_the_runner(run_entrypoint, write_config,
+                                                          tagged, sig):
+    cfg = write_config(SLEEPER)
+    r = run_entrypoint("-c", cfg, env=tagged)
+    r.wait_for(r"svc: started")
+    r.signal(sig)
+    r.signal(signal.SIGUSR2)                 # a no-op; then ask for a normal shutdown
+    r.signal(signal.SIGTERM)
+    assert r.wait() == 0, r.output
+    r.wait_for(r"SIGTERM received")
 
 
 def test_usr1_usr2_without_cmd_do_not_kill_the_runner(run_entrypoint, write_config, tagged):
@@ -206,7 +250,7 @@ def test_stop_signals_the_whole_process_group(run_entrypoint, write_config, tagg
         [[services]]
         name = "parent"
         command = "sh"
-        args = ["-c", "sleep 1000 & echo child=$! group=$$(ps -o pgid= -p $$!); wait"]
+        args = ["-c", "sleep 1000 & echo child=$!; wait"]
         tty = {str(tty).lower()}
     """)
     r = run_entrypoint("-c", cfg, env=tagged)

@@ -541,3 +541,27 @@ def test_throughput_sanity_many_services(pipe):
         assert m[2] == m[1] and int(m[3]) == counters[n] and len(m[4]) == counters[n] % 50
         counters[n] += 1
     assert counters == dict.fromkeys(names, 50_000)
+
+
+def test_rotating_log_splits_a_large_block_at_line_ends(tmp_path):
+    path = tmp_path / "big.log"
+    log = RotatingLog(str(path), max_bytes=1000, backups=3)
+    block = b"".join(b"line %04d " % i + b"z" * 39 + b"\n" for i in range(60))  # 60 x 50 bytes
+    log.write(block)
+    log.close()
+    files = [path, *(tmp_path / f"big.log.{i}" for i in (1, 2))]
+    assert not (tmp_path / "big.log.3").exists()
+    for f in files:
+        data = f.read_bytes()
+        assert 0 < len(data) <= 1000 and data.endswith(b"\n")
+    assert b"".join(f.read_bytes() for f in reversed(files)) == block
+
+
+def test_rotating_log_writes_an_overlong_line_alone(tmp_path):
+    path = tmp_path / "long.log"
+    log = RotatingLog(str(path), max_bytes=100, backups=2)
+    log.write(b"short\n" + b"x" * 300 + b"\n" + b"tail\n")
+    log.close()
+    assert (tmp_path / "long.log.2").read_bytes() == b"short\n"
+    assert (tmp_path / "long.log.1").read_bytes() == b"x" * 300 + b"\n"
+    assert path.read_bytes() == b"tail\n"

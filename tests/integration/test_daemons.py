@@ -1,0 +1,367 @@
+"""Real daemons under `entrypoint` as PID 1: Debian's redis-server and nginx-light.
+
+The stack: redis (healthy by a tcp check), a oneshot `redis-cli ping` that must complete,
+nginx (`daemon off;`, on a free port) depending on both, and a worker running as a
+throwaway user that talks to redis. The runner is PID 1 of a PID namespace
+(`unshare --pid --fork --mount-proc`), as in a container.
+
+Checked: the daemons answer; SIGTERM stops everything in reverse dependency order, each
+within its stop timeout, with exit status 0 and the ports free afterwards; a SIGKILLed
+redis is restarted (or, when `required` and not restarted, takes the stack down with 137).
+
+Skipped when the daemons are not installed (`.ci/run` installs nginx-light, redis-server and
+redis-tools) or when this machine cannot create a PID namespace or users. Every process is
+killed at the end: the namespace's PID 1 by its host pid (the kernel then kills the rest of
+the namespace), and anything carrying the test's environment token.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+from conftest import entrypoint_env, free_port, pid_alive, wait_until
+
+UNSHARE = ["unshare", "--pid", "--fork", "--mount-proc"]
+NGINX = "/usr/sbin/nginx"
+REDIS = "/usr/bin/redis-server"
+REDIS_CLI = "/usr/bin/redis-cli"
+SHUTDOWN_TIMEOUT = 5        # service_shutdown_timeout of the stack
+
+pytestmark = [pytest.mark.timeout(120)]
+
+
+def _can_unshare() -> bool:
+    try:
+        return subprocess.run([*UNSHARE, "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+_missing = [p for p in (NGINX, REDIS, REDIS_CLI) if not os.access(p, os.X_OK)]
+needs_daemons = pytest.mark.skipif(
+    bool(_missing), reason=f"not installed: {', '.join(_missing)} "
+                           f"(apt-get install nginx-light redis-server redis-tools)")
+needs_root_and_pidns = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("useradd") is None or not _can_unshare(),
+    reason="needs root, useradd and a PID namespace (unshare)")
+
+
+# -- fixtures ---------------------------------------------------------------------------
+
+@pytest.fixture
+def throwaway_user():
+    name = "ep-w-" + uuid.uuid4().hex[:8]
+    subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], check=True, capture_output=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["userdel", "-r", "-f", name], capture_output=True)
+
+
+@pytest.fixture
+def stack(tmp_path, throwaway_user):
+    """Writes the stack's files; yields a function that starts it and returns the runner."""
+    token = uuid.uuid4().hex
+    started = []
+    tmp = tempfile.mkdtemp(prefix="ep-daemons-")
+    os.chmod(tmp, 0o755)
+
+    def start(run_entrypoint, *, required: bool = False, restart: str = "on-failure"):
+        rport, nport = free_port(), free_port()
+        while nport == rport:
+            nport = free_port()
+        conf = os.path.join(tmp, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(NGINX_CONF.format(tmp=tmp, nport=nport))
+        cfg = tmp_path / "services.toml"
+        cfg.write_text(STACK.format(tmp=tmp, rport=rport, nport=nport, conf=conf,
+                                    user=throwaway_user, required=str(required).lower(),
+                                    restart=restart))
+        env = entrypoint_env(EP_TEST_TOKEN=token,
+                             ENTRYPOINT_SOCKET=os.path.join(tmp, "ctl.sock"))
+        r = run_entrypoint("-c", str(cfg), prefix=UNSHARE, env=env)
+        r.rport, r.nport, r.user = rport, nport, throwaway_user
+        started.append(r)
+        return r
+
+    yield start
+    for r in started:
+        pid1 = _pid1_of(r.pid)
+        if pid1 is not None:        # PID 1 dies: the kernel kills its whole namespace
+            _kill(pid1, signal.SIGKILL)
+        r.kill()
+    for _ in range(50):
+        pids = _tagged_pids(token)
+        if not pids:
+            break
+        for pid in pids:
+            _kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+NGINX_CONF = """\
+daemon off;
+master_process on;
+worker_processes 1;
+user nobody nogroup;
+pid {tmp}/nginx.pid;
+error_log stderr notice;
+events {{ worker_connections 64; }}
+http {{
+    access_log /dev/stdout;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{nport};
+        location = /health {{ return 200 "ok\\n"; }}
+        location / {{ return 200 "hello from nginx\\n"; }}
+    }}
+}}
+"""
+
+STACK = """\
+[timeouts]
+service_shutdown_timeout = 5
+global_shutdown_timeout = 15
+dependency_wait_timeout = 30
+
+[[services]]
+name = "redis"
+command = "/usr/bin/redis-server"
+args = ["--port", "{rport}", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        "--dir", "{tmp}", "--logfile", "", "--daemonize", "no"]
+healthcheck = {{ tcp = "127.0.0.1:{rport}", interval = 0.2, timeout = 1, retries = 3 }}
+required = {required}
+restart = "{restart}"
+restart_delay = 0.2
+
+[[services]]
+name = "ping"
+command = "/usr/bin/redis-cli"
+args = ["-p", "{rport}", "ping"]
+oneshot = true
+depends_on = {{ redis = "healthy" }}
+
+[[services]]
+name = "nginx"
+command = "/usr/sbin/nginx"
+args = ["-c", "{conf}", "-e", "stderr", "-p", "{tmp}"]
+depends_on = {{ redis = "healthy", ping = "completed" }}
+healthcheck = {{ http = "http://127.0.0.1:{nport}/health", interval = 0.2, timeout = 1, retries = 3 }}
+
+[[services]]
+name = "worker"
+command = "/bin/sh"
+args = ["-c", "echo worker runs as $$(id -un); while :; do redis-cli -p {rport} incr hits >/dev/null 2>&1; sleep 0.1; done"]
+user = "{user}"
+depends_on = "redis"
+"""
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for path in glob.glob(f"/proc/{pid}/task/*/children"):
+        try:
+            with open(path) as f:
+                out += [int(p) for p in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _pid1_of(unshare_pid: int) -> int | None:
+    """The host pid of the namespace's PID 1: the only child of `unshare --fork`."""
+    kids = _children(unshare_pid)
+    return kids[0] if kids else None
+
+
+def _tagged_pids(token: str) -> list[int]:
+    needle = f"EP_TEST_TOKEN={token}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if needle in f.read().split(b"\0"):
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def _descendants(root: int) -> list[int]:
+    found, frontier = [], [root]
+    while frontier:
+        kids = _children(frontier.pop())
+        found += kids
+        frontier += kids
+    return found
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _uid(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+
+
+def redis_call(port: int, *words: str, timeout: float = 2.0) -> bytes:
+    """One RESP command to redis on 127.0.0.1:port; the first reply line."""
+    payload = f"*{len(words)}\r\n".encode() + b"".join(
+        f"${len(w)}\r\n{w}\r\n".encode() for w in words)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(payload)
+        data = b""
+        while not data.endswith(b"\r\n") or data.startswith(b"$") and data.count(b"\r\n") < 2:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
+def redis_answers(port: int) -> bool:
+    try:
+        return redis_call(port, "PING") == b"+PONG\r\n"
+    except OSError:
+        return False
+
+
+def port_free(port: int) -> bool:
+    """Nothing listens on the port, and a daemon could bind it again (SO_REUSEADDR, as
+    redis and nginx do: connections our test closed may linger in TIME_WAIT)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return False
+    except OSError:
+        pass
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            s.listen()
+            return True
+        except OSError:
+            return False
+
+
+def http_get(port: int, path: str = "/") -> tuple[int, str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as reply:
+        return reply.status, reply.read().decode()
+
+
+def wait_stack_up(r) -> None:
+    r.wait_for(r"entrypoint \| redis: healthy", timeout=30)
+    r.wait_for(r"^ping +\| PONG", timeout=30)
+    r.wait_for(r"entrypoint \| ping: completed", timeout=30)
+    r.wait_for(r"entrypoint \| nginx: healthy", timeout=30)
+    r.wait_for(rf"^worker +\| worker runs as {re.escape(r.user)}$", timeout=30)
+
+
+def redis_pid(r) -> int:
+    pid1 = _pid1_of(r.pid)
+    assert pid1 is not None, "no PID 1 under unshare"
+    pids = [p for p in _descendants(pid1) if _comm(p) == "redis-server"]
+    assert len(pids) == 1, f"expected one redis-server, found {pids}"
+    return pids[0]
+
+
+# -- tests ------------------------------------------------------------------------------
+
+@needs_daemons
+@needs_root_and_pidns
+def test_nginx_redis_stack_as_pid1(run_entrypoint, stack):
+    r = stack(run_entrypoint)
+    wait_stack_up(r)
+    r.wait_for(r"as PID 1")
+
+    # The daemons answer.
+    assert redis_answers(r.rport)
+    assert http_get(r.nport) == (200, "hello from nginx\n")
+    r.wait_for(r'^nginx +\| 127\.0\.0\.1 - - .*"GET / HTTP/1\.1" 200', timeout=10)  # access log
+    # The worker runs as the throwaway user and really talks to redis.
+    uid = pwd.getpwnam(r.user).pw_uid
+    pid1 = _pid1_of(r.pid)
+    assert any(_uid(p) == uid for p in _descendants(pid1)), "no process of the worker's user"
+    wait_until(lambda: int(redis_call(r.rport, "GET", "hits").split(b"\r\n")[1] or 0) > 2,
+               timeout=10, what="the worker's counter in redis")
+
+    # SIGKILL redis: it is restarted, healthy again, and answers on the same port.
+    old = redis_pid(r)
+    os.kill(old, signal.SIGKILL)
+    r.wait_for(r"entrypoint \| redis: exited \(killed by SIGKILL\)", timeout=10)
+    r.wait_for(r"entrypoint \| redis: restarting in", timeout=10)
+    r.wait_for(r"entrypoint \| redis: healthy", timeout=20, count=2)
+    wait_until(lambda: redis_answers(r.rport), timeout=10, what="redis answering again")
+    assert redis_pid(r) != old
+    assert http_get(r.nport) == (200, "hello from nginx\n")   # nginx was not disturbed
+
+    # SIGTERM to PID 1: reverse order, in time, exit 0, ports free.
+    began = time.monotonic()
+    os.kill(pid1, signal.SIGTERM)
+    assert r.wait(timeout=30) == 0
+    took = time.monotonic() - began
+    out = r.output
+    assert took < SHUTDOWN_TIMEOUT, f"shutdown took {took:.1f}s:\n{out}"
+    assert "SIGKILL" not in out.split("SIGTERM received", 1)[1], out
+    stopped = {m.group(1): i for i, m in
+               ((i, re.search(r"entrypoint \| (\w+) stopped \(", line))
+                for i, line in enumerate(r.lines)) if m}
+    assert set(stopped) >= {"redis", "nginx", "worker"}, out
+    assert stopped["nginx"] < stopped["redis"] and stopped["worker"] < stopped["redis"], out
+    assert "exit status 0" in out
+    wait_until(lambda: port_free(r.rport) and port_free(r.nport), timeout=5,
+               what="ports free after the shutdown")
+    assert not pid_alive(pid1)
+
+
+@needs_daemons
+@needs_root_and_pidns
+def test_required_redis_killed_brings_the_stack_down(run_entrypoint, stack):
+    r = stack(run_entrypoint, required=True, restart="no")
+    wait_stack_up(r)
+    assert http_get(r.nport)[0] == 200
+
+    os.kill(redis_pid(r), signal.SIGKILL)
+    assert r.wait(timeout=30) == 128 + signal.SIGKILL
+    out = r.output
+    assert 'required service "redis" failed' in out
+    assert re.search(r"nginx stopped \(", out) and re.search(r"worker stopped \(", out), out
+    assert "exit status 137" in out
+    wait_until(lambda: port_free(r.rport) and port_free(r.nport), timeout=5,
+               what="ports free after the stack went down")
