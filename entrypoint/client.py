@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
+# `_socket`, the C module under `socket`: `socket.py` costs milliseconds per start (it
+# builds enums of every constant) and this path needs only connect, send and recv.
+import _socket
 import sys
 import time
 
@@ -49,7 +51,8 @@ class Connection:
 
     def __init__(self, path: str | None = None, timeout: float | None = QUERY_TIMEOUT):
         self.path, places = client_path(path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        self._buffer = bytearray()
         self.sock.settimeout(timeout)
         hint = (f"is entrypoint running? If its socket is elsewhere, point at it with "
                 f"ENTRYPOINT_SOCKET=PATH or --socket PATH")
@@ -64,14 +67,13 @@ class Connection:
         except PermissionError:
             self.sock.close()
             raise EntrypointError(_denied(self.path)) from None
-        except socket.timeout:
+        except TimeoutError:
             self.sock.close()
             raise Unreachable(f"the entrypoint at {self.path} did not accept the connection") from None
         except OSError as exc:
             self.sock.close()
             raise Unreachable(f"cannot reach a running entrypoint at {self.path} "
                               f"({exc.strerror or exc}); {hint}") from None
-        self.file = self.sock.makefile("rb")
 
     def send(self, op: str, **args) -> None:
         self.sock.sendall(encode({"v": VERSION, "op": op, "args": args}))
@@ -79,8 +81,8 @@ class Connection:
     def receive(self) -> dict | None:
         """The next object from the runner, or None when it closed the connection."""
         try:
-            line = self.file.readline()
-        except socket.timeout:
+            line = self._readline()
+        except TimeoutError:
             raise Unreachable(f"the entrypoint at {self.path} did not answer within "
                               f"{self.sock.gettimeout():g}s") from None
         except OSError as exc:
@@ -92,6 +94,19 @@ class Connection:
         except ValueError:
             raise EntrypointError(f"the runner at {self.path} sent something that is not "
                                   f"JSON: {line[:80]!r}") from None
+
+    def _readline(self) -> bytes:
+        searched = 0
+        while (end := self._buffer.find(b"\n", searched)) < 0:
+            searched = len(self._buffer)
+            chunk = self.sock.recv(262144)
+            if not chunk:
+                line, self._buffer = bytes(self._buffer), bytearray()
+                return line
+            self._buffer += chunk
+        line = bytes(self._buffer[:end + 1])
+        del self._buffer[:end + 1]
+        return line
 
     def request(self, op: str, **args):
         """Send one request; the result, or ReplyError when the runner says no."""
@@ -105,7 +120,6 @@ class Connection:
         return reply.get("result")
 
     def close(self) -> None:
-        self.file.close()
         self.sock.close()
 
 

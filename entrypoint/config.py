@@ -20,7 +20,6 @@ import tomllib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from dotenv import dotenv_values
 from pydantic import ValidationError
 
 from . import graph
@@ -106,6 +105,7 @@ def _parse_toml(path: str, text: str) -> dict[str, Any]:
 
 def _read_dotenv(path: str, where: str, problems: list[Problem], environ: Mapping[str, str]) -> dict[str, str]:
     """A dotenv file's variables (python-dotenv syntax; `KEY` alone takes KEY from environ)."""
+    from dotenv import dotenv_values    # imported here: ~30 ms (logging) few configs need
     try:
         with open(path, "rb") as f:
             f.read(1)

@@ -6,7 +6,6 @@ with `exit_status`. Nothing below the CLI prints tracebacks for bad input.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -14,15 +13,37 @@ EXIT_USAGE = 2          # invalid config or usage: nothing was started
 EXIT_UNREACHABLE = 3    # a control command could not reach a running entrypoint
 
 
-@dataclass(frozen=True)
 class Problem:
-    """One located problem in a config: `where` is e.g. `services[2] "app": depends_on`."""
+    """One located problem in a config: `where` is e.g. `services[2] "app": depends_on`.
 
-    where: str
-    message: str
-    hint: str = ""
-    warning: bool = False
-    check_only: bool = False    # advice for `entrypoint check`, not repeated at every start
+    A plain class, not a dataclass: the control client imports this module, and
+    `dataclasses` (with `inspect`) would double that client's start-up time.
+    """
+
+    __slots__ = ("where", "message", "hint", "warning", "check_only")
+
+    def __init__(self, where: str, message: str, hint: str = "", warning: bool = False,
+                 check_only: bool = False):
+        self.where = where
+        self.message = message
+        self.hint = hint
+        self.warning = warning
+        self.check_only = check_only     # advice for `entrypoint check`, not repeated at start
+
+    def _key(self) -> tuple:
+        return (self.where, self.message, self.hint, self.warning, self.check_only)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Problem) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return "Problem(" + ", ".join(f"{k}={v!r}" for k, v in zip(self.__slots__, self._key())) + ")"
+
+    def __reduce__(self):
+        return (Problem, self._key())      # picklable: validation runs in a child process
 
     def render(self) -> str:
         text = f"{self.where}: {self.message}" if self.where else self.message

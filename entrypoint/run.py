@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import shutil
 import signal
@@ -26,6 +25,8 @@ def catch_early_signals() -> None:
 
 
 def run(args: argparse.Namespace, cmd: list[str]) -> int:
+    import asyncio      # here, not above: cli starts the config's validation before this
+
     from entrypoint.cli import _load
     from entrypoint.output import Printer, use_color
 

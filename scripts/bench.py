@@ -51,15 +51,18 @@ TOOLS = ("entrypoint", "supervisord", "honcho")
 # ----------------------------------------------------------------------------- the venv
 
 def ensure_venv(venv: Path) -> Path:
+    """The benchmark's venv with the peers, and this checkout installed as an image would
+    have it (a regular, compiled install, re-done at every run so that it is current)."""
     python = venv / "bin" / "python"
+    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     stamp = venv / ".bench-ready"
     if not stamp.exists():
-        print(f"bench: preparing {venv} (supervisor, honcho, matplotlib, this checkout)",
-              file=sys.stderr)
+        print(f"bench: preparing {venv} (supervisor, honcho, matplotlib)", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                        *PEERS, "-e", str(ROOT)], check=True)
+        subprocess.run([*pip, *PEERS, str(ROOT)], check=True)
         stamp.write_text("ok\n")
+    print("bench: installing this checkout into the venv", file=sys.stderr)
+    subprocess.run([*pip, "--no-deps", "--force-reinstall", str(ROOT)], check=True)
     return python
 
 
@@ -502,7 +505,8 @@ def base_env(tmp: Path) -> dict:
         if key.startswith("ENTRYPOINT_") or key in ("FORCE_COLOR", "PYTHONPATH"):
             env.pop(key)
     env["NO_COLOR"] = "1"
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    # Compiled bytecode is used, as in an image where pip installed the packages.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 

@@ -18,8 +18,7 @@ import time
 import pytest
 
 from conftest import ROOT, pid_alive, wait_until
-from control_helpers import (ctl, ctl_env, raw_exchange, replies, services, start_runner,
-                             wait_states)
+from control_helpers import ctl, ctl_env, raw_exchange, replies, services, start_runner
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -324,9 +323,17 @@ def test_process_title(basic, sock):
                == "entrypoint: 3 services, 0 running", 10, what="title after stop")
 
 
-def test_exec_runs_as_the_service(run_entrypoint, write_config, sock, tmp_path):
-    workdir = tempfile.mkdtemp(prefix="ep-exec-", dir="/tmp")
-    os.chmod(workdir, 0o755)
+@pytest.fixture
+def open_dir():
+    """A directory any user may enter (tmp_path's parents are 0700)."""
+    path = tempfile.mkdtemp(prefix="ep-exec-", dir="/tmp")
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_exec_runs_as_the_service(run_entrypoint, write_config, sock, open_dir):
+    workdir = open_dir
     user = "nobody" if os.geteuid() == 0 else None
     config = write_config(f"""
         [[services]]
@@ -346,7 +353,6 @@ def test_exec_runs_as_the_service(run_entrypoint, write_config, sock, tmp_path):
         assert int(uid) == pwd.getpwnam(user).pw_uid and home == pwd.getpwnam(user).pw_dir
     assert ctl(sock, "exec", "app").returncode == 2
     assert ctl(sock, "exec", "app", "--", "no-such-program-xyz").returncode == 127
-    os.rmdir(workdir)
 
 
 # -- a peer that is neither root nor the runner's user ---------------------------------
