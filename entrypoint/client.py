@@ -452,6 +452,7 @@ def cmd_exec(argv: list[str]) -> int:
                          f"`entrypoint exec {name} -- sh`")
     spec = call("exec_spec", socket_path, QUERY_TIMEOUT, name=name)
     env = spec["env"]
+    import shutil   # now: once we are the service's user, the stdlib may be out of reach
     if spec.get("directory"):
         try:
             os.chdir(spec["directory"])
@@ -474,7 +475,6 @@ def cmd_exec(argv: list[str]) -> int:
     sys.stdout.flush()
     program = cmd[0]
     if os.sep not in program:       # search the service's PATH, as its user sees it
-        import shutil
         program = shutil.which(program, path=env.get("PATH", os.defpath)) or ""
     try:
         if not program:

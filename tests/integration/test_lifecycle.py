@@ -265,7 +265,7 @@ srv = http.server.HTTPServer(("127.0.0.1", {port}), H)
 print("serving")
 srv.serve_forever()
 ''']
-        healthcheck = {{ http = "http://127.0.0.1:{port}/health", interval = 0.2, retries = 2, on_unhealthy = "restart" }}
+        healthcheck = {{ http = "http://127.0.0.1:{port}/health", interval = 0.2, retries = 2, start_period = 10, on_unhealthy = "restart" }}
         restart_delay = 0.1
     """)
     flag.write_text("ok")
