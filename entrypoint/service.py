@@ -97,7 +97,6 @@ class Service:
         self.last_check: tuple[float, bool, str] | None = None
         self.started_once = False
         self.completed_once = False
-        self.healthy_once = False
         self._task: asyncio.Task | None = None
         self._stop_requested = False
         self._health_restart = False
@@ -128,8 +127,6 @@ class Service:
     def _set_health(self, value: str) -> None:
         if value != self.health:
             self.health = value
-            if value == "healthy":
-                self.healthy_once = True
             self._notify()
 
     def _notify(self) -> None:
@@ -178,7 +175,7 @@ class Service:
         if self.state != State.PENDING:
             self._set_state(State.PENDING, "start requested")
         self._stop_requested = False
-        self.started_once = self.completed_once = self.healthy_once = False
+        self.started_once = self.completed_once = False
         self._wake = asyncio.Event()
         self._task = self.rt.loop.create_task(self._run(), name=f"service {self.name}")
         return self._task
@@ -459,17 +456,18 @@ class Service:
         check = self.spec.healthcheck
         began = self.rt.loop.time()
         failures = 0
+        passed = False      # a success ends this run's start period early, as in Docker
         while True:
             ok, said = await health.probe(check, self._run_exec_probe)
             self.last_check = (time.time(), ok, said)
             if ok:
-                failures = 0
+                failures, passed = 0, True
                 if self.health != "healthy":
                     self.say("healthy")
                     self._set_health("healthy")
                 if self.state == State.STARTING:
                     self._set_state(State.RUNNING, "healthy")
-            elif self.healthy_once or self.rt.loop.time() - began >= check.start_period:
+            elif passed or self.rt.loop.time() - began >= check.start_period:
                 failures += 1
                 if failures >= check.retries and self.health != "unhealthy":
                     self.say(f"unhealthy after {failures} failed checks: {said}", "warning")
