@@ -103,7 +103,8 @@ class Reloader:
             raise OperationError("shutting_down", "the runner is shutting down")
         new, warnings = self._load()
         for problem in warnings:
-            printer.system(f"warning: {problem.render()}", "warning")
+            if not problem.check_only:
+                printer.system(f"warning: {problem.render()}", "warning")
         d = diff(sup.config, new)
         printer.system(f"reload ({origin}): {d.describe()}")
 
