@@ -251,12 +251,32 @@ def start_isolated(func, *args, **kwargs):
         finally:
             os._exit(status)
     os.close(write_fd)
+    _import_asyncio_without_ssl()
     for name in _RUNTIME_MODULES:                   # meanwhile, on the other core
         try:
             __import__(name)
         except ImportError:
             pass
     return _Isolated(pid, read_fd)
+
+
+def _import_asyncio_without_ssl() -> None:
+    """Import asyncio without ssl: 4.8 MB of the runner's ~22 MB PSS (measured), for TLS
+    that only an https health probe uses.
+
+    asyncio imports ssl if it can and works without it (its `ssl` globals are None then).
+    The block lasts only while asyncio is imported: a later `import ssl` gets the real
+    module, and `service.enable_asyncio_tls()` hands it to asyncio before the first https
+    probe. Used only in the runner, before anything else imported asyncio or ssl.
+    """
+    if "asyncio" in sys.modules or "ssl" in sys.modules:
+        return
+    sys.modules["ssl"] = None       # `import ssl` raises ImportError while this is set
+    try:
+        import asyncio  # noqa: F401
+    finally:
+        if sys.modules.get("ssl", 0) is None:
+            del sys.modules["ssl"]
 
 
 class _Isolated:

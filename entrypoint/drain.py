@@ -11,9 +11,9 @@ import asyncio
 import errno
 import os
 
-PARTIAL_LINE_DELAY = 0.2     # a line with no newline yet is printed after this long
+PARTIAL_LINE_DELAY = 0.2     # a line with no newline yet is printed after this quiet time
 _READ_SIZE = 65536
-_READS_PER_WAKEUP = 16       # bound one fd's turn so others (and signals) get theirs
+_BYTES_PER_WAKEUP = 1 << 20  # bound one fd's turn so others (and signals) get theirs
 
 
 class Drain:
@@ -24,6 +24,7 @@ class Drain:
         self._open: dict[str, int] = dict(fds)
         self._outputs = outputs
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._last_read: dict[str, float] = {}
         self.done: asyncio.Future[None] = loop.create_future()
         for stream, fd in fds.items():
             loop.add_reader(fd, self._readable, stream, fd)
@@ -31,28 +32,53 @@ class Drain:
             self.done.set_result(None)
 
     def _readable(self, stream: str, fd: int) -> None:
+        # Read until the fd is empty (or a bound), then feed everything as ONE chunk: a PTY
+        # master returns at most 4 KiB per read, and each feed costs a prefixing pass and a
+        # write to stdout, so one feed per wakeup instead of one per read is most of the
+        # throughput (profiled: scripts/bench.py, docs/benchmarks.md).
         output = self._outputs[stream]
-        for _ in range(_READS_PER_WAKEUP):
+        chunks = []
+        size = 0
+        eof = False
+        while size < _BYTES_PER_WAKEUP:
             try:
                 data = os.read(fd, _READ_SIZE)
             except BlockingIOError:
                 break
             except OSError as exc:
                 if exc.errno != errno.EIO:   # EIO: the PTY's other side is closed
-                    output.feed(f"[entrypoint: read error: {exc.strerror}]\n".encode())
+                    chunks.append(f"[entrypoint: read error: {exc.strerror}]\n".encode())
                 data = b""
             if not data:
-                self._close(stream)
-                return
-            output.feed(data)
-            if len(data) < _READ_SIZE:
+                eof = True
                 break
+            chunks.append(data)
+            size += len(data)
+            if len(data) < _READ_SIZE:
+                break       # drained: no read that fails with EAGAIN (a PTY gives <= 4 KiB)
+        if chunks:
+            output.feed(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            self._last_read[stream] = self._loop.time()
+        if eof:
+            self._close(stream)
+            return
         if output.has_partial and stream not in self._timers:
             self._timers[stream] = self._loop.call_later(PARTIAL_LINE_DELAY, self._flush, stream)
 
     def _flush(self, stream: str) -> None:
+        # The partial line pending now may be younger than this timer (the line it was set
+        # for got its newline since): flush only after PARTIAL_LINE_DELAY without a read,
+        # otherwise a steady stream would see a line cut every PARTIAL_LINE_DELAY.
         self._timers.pop(stream, None)
-        self._outputs[stream].flush_partial()
+        output = self._outputs.get(stream)
+        if output is None or not output.has_partial or stream not in self._open:
+            return
+        quiet = self._loop.time() - self._last_read.get(stream, 0.0)
+        if quiet < PARTIAL_LINE_DELAY:
+            self._timers[stream] = self._loop.call_later(PARTIAL_LINE_DELAY - quiet,
+                                                         self._flush, stream)
+            return
+        output.flush_partial()
 
     def _close(self, stream: str) -> None:
         fd = self._open.pop(stream, None)

@@ -454,6 +454,8 @@ class Service:
 
     async def _monitor_health(self) -> None:
         check = self.spec.healthcheck
+        if check.kind == "http" and str(check.target).lower().startswith("https:"):
+            enable_asyncio_tls()
         began = self.rt.loop.time()
         failures = 0
         passed = False      # a success ends this run's start period early, as in Docker
@@ -504,6 +506,24 @@ class Service:
             "history": [{"at": t, "state": s, "reason": r} for t, s, r in self.history],
             "last_check": check,
         }
+
+
+def enable_asyncio_tls() -> None:
+    """Give asyncio back the ssl module that the runner kept from it (cli.py,
+    `_import_asyncio_without_ssl`): needed before the first https health probe."""
+    import importlib
+    import sys
+
+    import ssl
+
+    for name in ("asyncio.base_events", "asyncio.selector_events"):
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "ssl", ssl) is None:
+            module.ssl = ssl
+    sslproto = sys.modules.get("asyncio.sslproto")
+    if sslproto is not None and getattr(sslproto, "ssl", ssl) is None:
+        importlib.reload(sslproto)  # it defines TLS names only when ssl imported; callers
+                                    # look its classes up as sslproto.X at each use
 
 
 class _Capture:

@@ -180,6 +180,30 @@ def spawn(
     return Spawned(pid, fds, popen)
 
 
+_inherited_checked = False
+
+
+def _close_inherited_fds_on_exec() -> None:
+    """posix_spawn has no close_fds: make the fds we inherited (3 and up) close-on-exec,
+    once, so that services see only 0, 1 and 2, as with Popen(close_fds=True). Every fd
+    Python opens is close-on-exec already."""
+    global _inherited_checked
+    if _inherited_checked:
+        return
+    _inherited_checked = True
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        return
+    for fd in fds:
+        if fd > 2:
+            try:
+                if os.get_inheritable(fd):
+                    os.set_inheritable(fd, False)
+            except OSError:
+                pass        # the listing's own fd, already closed
+
+
 # Reset to SIG_DFL in a posix_spawn child: what the runner ignores, and what Python itself
 # ignores at start-up (SIGPIPE, SIGXFSZ; Popen's restore_signals resets those).
 _SPAWN_SIGDEF = tuple(dict.fromkeys((*_RUNNER_IGNORED, signal.SIGPIPE, signal.SIGXFSZ)))
@@ -197,6 +221,7 @@ def _spawn_fast(argv, env: dict[str, str], tty_path: str | None,
     opens the slave by name after setsid(), which makes it the controlling terminal, as
     TIOCSCTTY does in the Popen path.
     """
+    _close_inherited_fds_on_exec()
     path = argv[0]
     if "/" not in path:     # as Popen does: search the service's PATH, not ours
         path = shutil.which(path, path=env.get("PATH", os.defpath)) or path

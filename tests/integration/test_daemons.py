@@ -365,3 +365,93 @@ def test_required_redis_killed_brings_the_stack_down(run_entrypoint, stack):
     assert "exit status 137" in out
     wait_until(lambda: port_free(r.rport) and port_free(r.nport), timeout=5,
                what="ports free after the stack went down")
+
+
+@needs_root_and_pidns
+def test_the_dockerfile_example_stack_as_pid1(run_entrypoint, tmp_path):
+    """Dockerfile.example without a Docker engine: its config (services.toml.example, found
+    through ENTRYPOINT_CONFIG as in the image), `entrypoint` as PID 1 with no arguments (the
+    exec-form ENTRYPOINT), its HEALTHCHECK command, and `docker stop` (SIGTERM to PID 1,
+    then SIGKILL after 10 s) ending it well within the grace with exit status 0."""
+    from conftest import ROOT, PYTHON
+
+    token = uuid.uuid4().hex
+    env = entrypoint_env(EP_TEST_TOKEN=token, WEB_PORT=str(free_port()),
+                         ENTRYPOINT_CONFIG=str(ROOT / "services.toml.example"),
+                         ENTRYPOINT_SOCKET=str(tmp_path / "ctl.sock"))
+    r = run_entrypoint(prefix=UNSHARE, env=env, cwd=str(tmp_path))
+    try:
+        r.wait_for(r"as PID 1", timeout=30)
+        r.wait_for(r"^worker +\| job 1: web answered 200", timeout=30)
+        health = subprocess.run([PYTHON, "-m", "entrypoint", "health"], env=env,
+                                capture_output=True, text=True, timeout=30)
+        assert health.returncode == 0, health.stdout + health.stderr
+        pid1 = _pid1_of(r.pid)
+        began = time.monotonic()
+        os.kill(pid1, signal.SIGTERM)              # docker stop
+        assert r.wait(timeout=15) == 0, r.output
+        took = time.monotonic() - began
+        assert took < 10, f"docker stop would have killed it: {took:.1f}s"
+        assert "exit status 0" in r.output
+    finally:
+        pid1 = _pid1_of(r.pid)
+        if pid1 is not None:
+            _kill(pid1, signal.SIGKILL)
+        for pid in _tagged_pids(token):
+            _kill(pid, signal.SIGKILL)
+
+
+TLS_SERVER = """
+import http.server, ssl, sys
+server = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), http.server.SimpleHTTPRequestHandler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(sys.argv[2], sys.argv[3])
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print("serving https", flush=True)
+server.serve_forever()
+"""
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl makes the test certificate")
+def test_https_healthcheck_in_a_runner_that_imported_asyncio_without_ssl(run_entrypoint,
+                                                                         tmp_path):
+    """The runner imports asyncio without ssl (4.8 MB less) and hands ssl back to asyncio
+    before the first https probe: a TLS service with a self-signed certificate is healthy."""
+    from conftest import PYTHON
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    (tmp_path / "tls.py").write_text(TLS_SERVER)
+    port = free_port()
+    cfg = tmp_path / "services.toml"
+    cfg.write_text(f"""
+[[services]]
+name = "tls"
+command = "{PYTHON}"
+args = ["{tmp_path / 'tls.py'}", "{port}", "{cert}", "{key}"]
+healthcheck = {{ http = "https://127.0.0.1:{port}/", interval = 0.2, timeout = 2, retries = 3 }}
+""")
+    env = entrypoint_env(ENTRYPOINT_SOCKET=str(tmp_path / "ctl.sock"))
+    r = run_entrypoint("-c", str(cfg), "--ready-timeout", "30", "--", "true", env=env)
+    assert r.wait(timeout=45) == 0, r.output + r.stderr
+    assert "tls: healthy" in r.output
+    assert "Traceback" not in r.output + r.stderr
+
+
+def test_the_runner_keeps_pydantic_and_ssl_out_of_its_memory(run_entrypoint, tmp_path):
+    """docs/benchmarks.md: the config is validated in a short-lived child (pydantic, ~20 MB)
+    and asyncio is imported without ssl (~5 MB): neither is mapped in the runner."""
+    cfg = tmp_path / "services.toml"
+    cfg.write_text('[[services]]\nname = "idle"\ncommand = "sleep"\nargs = ["60"]\n'
+                   'healthcheck = { tcp = "127.0.0.1:9", interval = 5, retries = 100 }\n')
+    env = entrypoint_env(ENTRYPOINT_SOCKET=str(tmp_path / "ctl.sock"))
+    r = run_entrypoint("-c", str(cfg), env=env)
+    r.wait_for(r"idle: started", timeout=30)
+    with open(f"/proc/{r.pid}/maps") as f:
+        maps = f.read()
+    assert "pydantic_core" not in maps
+    assert "libssl" not in maps and "_ssl." not in maps
+    r.signal(signal.SIGTERM)
+    assert r.wait(timeout=20) == 0

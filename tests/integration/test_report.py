@@ -166,3 +166,58 @@ def test_report_from_the_environment(run_entrypoint, write_config, tmp_path):
     assert data["exit_status"] == 0
     assert data["reason"].startswith("every service has ended")
     assert by_name(data)["one"]["state"] == "COMPLETED"
+
+
+def test_the_ci_example_runs_as_documented(run_entrypoint, tmp_path):
+    """docs/ci.md: `entrypoint -c services.toml --ready-timeout 60 --report ... -- pytest`
+    in scripts/ci-example (copied, so that the run writes nothing into the checkout)."""
+    import shutil
+    import sys
+
+    from conftest import ROOT, free_port
+
+    example = tmp_path / "ci-example"
+    shutil.copytree(ROOT / "scripts" / "ci-example", example)
+    port = free_port()
+    env = entrypoint_env(ENTRYPOINT_SOCKET=str(tmp_path / "ctl.sock"), API_PORT=str(port))
+    r = run_entrypoint("-c", "services.toml", "--ready-timeout", "60",
+                       "--report", "entrypoint-report.json",
+                       "--", sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                       "test_e2e.py", cwd=str(example), env=env)
+    assert r.wait(timeout=60) == 0, r.output + r.stderr
+    r.wait_for(r"3 passed")
+    data = read_report(example / "entrypoint-report.json")
+    assert data["exit_status"] == 0
+    assert data["command_exit"]["status"] == 0
+    services = by_name(data)
+    assert services["seed"]["state"] == "COMPLETED"
+    assert services["api"]["ready_after"] >= services["seed"]["ready_after"]
+
+
+def test_a_failing_ci_run_reports_the_failure(run_entrypoint, tmp_path):
+    """The same example whose API cannot start: no test runs, exit 1, and the report keeps
+    the API's last lines."""
+    import shutil
+    import socket
+
+    from conftest import ROOT
+
+    example = tmp_path / "ci-example"
+    shutil.copytree(ROOT / "scripts" / "ci-example", example)
+    with socket.socket() as busy:           # the API's port is taken: it cannot bind
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = entrypoint_env(ENTRYPOINT_SOCKET=str(tmp_path / "ctl.sock"), API_PORT=str(port))
+        r = run_entrypoint("-c", "services.toml", "--ready-timeout", "20",
+                           "--report", "entrypoint-report.json",
+                           "--", "sh", "-c", "echo the tests ran; exit 0", cwd=str(example),
+                           env=env)
+        status = r.wait(timeout=60)
+    assert status != 0
+    assert "the tests ran" not in r.output
+    data = read_report(example / "entrypoint-report.json")
+    api = by_name(data)["api"]
+    assert api["state"] == "FAILED"
+    assert api["ready_after"] is None
+    assert any("Address already in use" in line for line in api["last_lines"]), api

@@ -1,0 +1,107 @@
+"""drain.py on real pipes: batching reads, and the partial-line timer.
+
+Regression (found by scripts/bench.py's line check): the partial-line timer was armed for
+one partial line and, when it fired, flushed whatever partial line was pending THEN — in a
+steady stream, a younger line, cut in two. A partial line is now flushed only after
+PARTIAL_LINE_DELAY without any read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from entrypoint.drain import PARTIAL_LINE_DELAY, Drain
+from entrypoint.output import StreamOutput
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class Lines:
+    """A Printer stand-in that keeps the blocks it is given."""
+
+    def __init__(self) -> None:
+        self.blocks: list[bytes] = []
+
+    def write_lines(self, name: str, stream: str, block: bytes) -> None:
+        self.blocks.append(block)
+
+    @property
+    def lines(self) -> list[bytes]:
+        return b"".join(self.blocks).split(b"\n")[:-1]
+
+
+async def _drain(writes: list[tuple[float, bytes]]) -> Lines:
+    """Write each chunk at its time (seconds from now) into a pipe drained by a Drain."""
+    loop = asyncio.get_running_loop()
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    printer = Lines()
+    drain = Drain(loop, {"stdout": r}, {"stdout": StreamOutput(printer, "svc")})
+    began = loop.time()
+    for at, data in writes:
+        await asyncio.sleep(max(0.0, began + at - loop.time()))
+        os.write(w, data)
+    os.close(w)
+    await asyncio.wait_for(drain.done, 5)
+    return printer
+
+
+def test_a_steady_stream_of_split_lines_is_never_cut():
+    # Every line arrives in two writes 30 ms apart, for well over PARTIAL_LINE_DELAY, so a
+    # partial line is pending at almost every instant.
+    writes, t = [], 0.0
+    for n in range(30):
+        writes.append((t, b"line-%02d-first-half" % n))
+        writes.append((t + 0.03, b"-second-half\n"))
+        t += 0.04
+    assert t > 3 * PARTIAL_LINE_DELAY
+    printer = asyncio.run(_drain(writes))
+    assert printer.lines == [b"line-%02d-first-half-second-half" % n for n in range(30)]
+
+
+def test_a_quiet_partial_line_is_flushed_after_the_delay():
+    async def scenario() -> tuple[list[bytes], list[bytes]]:
+        loop = asyncio.get_running_loop()
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        printer = Lines()
+        drain = Drain(loop, {"stdout": r}, {"stdout": StreamOutput(printer, "svc")})
+        os.write(w, b"done\nPassword: ")
+        await asyncio.sleep(PARTIAL_LINE_DELAY / 2)
+        early = list(printer.lines)
+        await asyncio.sleep(PARTIAL_LINE_DELAY * 2)
+        late = list(printer.lines)
+        os.close(w)
+        await asyncio.wait_for(drain.done, 5)
+        return early, late
+
+    early, late = asyncio.run(scenario())
+    assert early == [b"done"]
+    assert late == [b"done", b"Password: "]
+
+
+def test_everything_buffered_is_fed_as_one_block():
+    async def scenario() -> Lines:
+        loop = asyncio.get_running_loop()
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        data = b"".join(b"line %06d\n" % i for i in range(20000))   # > one 64 KiB read
+        os.write(w, data[:60000])
+        printer = Lines()
+        drain = Drain(loop, {"stdout": r}, {"stdout": StreamOutput(printer, "svc")})
+        await asyncio.sleep(0.05)
+        first_blocks = len(printer.blocks)
+        view = memoryview(data)[60000:]
+        while view:
+            view = view[os.write(w, view[:32768]):]
+            await asyncio.sleep(0)
+        os.close(w)
+        await asyncio.wait_for(drain.done, 5)
+        assert first_blocks == 1
+        return printer
+
+    printer = asyncio.run(scenario())
+    assert printer.lines == [b"line %06d" % i for i in range(20000)]
