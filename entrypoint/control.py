@@ -365,7 +365,9 @@ def attach(supervisor, args) -> None:
 
     def on_change(service) -> None:
         try:
-            title.update(supervisor)
+            # Once per loop iteration, not per change: a start or stop of N services makes
+            # N changes, and each summary walks all N (quadratic; profiled at 50 services).
+            title.update_soon(supervisor)
             ops.index.ensure(service.name, supervisor.rings.get(service.name))
         except Exception:       # cosmetics and bookkeeping must never break supervision
             pass

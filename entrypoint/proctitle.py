@@ -5,6 +5,8 @@ setproctitle is optional: without it (or where it fails) the title simply stays 
 
 from __future__ import annotations
 
+import asyncio
+
 try:
     import setproctitle as _setproctitle
 except ImportError:                       # pragma: no cover - depends on the install
@@ -14,8 +16,8 @@ except ImportError:                       # pragma: no cover - depends on the in
 def summary(services, shutting_down: bool = False) -> str:
     """`entrypoint: 5 services, 4 running`, plus failures and a shutdown when there are."""
     enabled = [s for s in services if s.spec.enabled]
-    running = sum(1 for s in enabled if s.state.value == "RUNNING")
-    failed = sum(1 for s in enabled if s.state.value == "FAILED")
+    running = sum(1 for s in enabled if s.state == "RUNNING")     # State is a str Enum
+    failed = sum(1 for s in enabled if s.state == "FAILED")
     text = f"entrypoint: {len(enabled)} service{'' if len(enabled) == 1 else 's'}, {running} running"
     if failed:
         text += f", {failed} failed"
@@ -29,6 +31,7 @@ class Title:
 
     def __init__(self) -> None:
         self.current = ""
+        self._pending = False
 
     @property
     def available(self) -> bool:
@@ -45,4 +48,11 @@ class Title:
                 pass
 
     def update(self, supervisor) -> None:
+        self._pending = False
         self.set(summary(supervisor.services.values(), supervisor.shutting_down))
+
+    def update_soon(self, supervisor) -> None:
+        """Update once the current loop callback is done (many changes, one title)."""
+        if not self._pending:
+            self._pending = True
+            asyncio.get_running_loop().call_soon(self.update, supervisor)

@@ -49,21 +49,11 @@ class RunReport:
         self.started_at = time.time()
         self.ready_after: dict[str, float] = {}
         self.all_ready_after: float | None = None
-        self.reason: str | None = None
 
     def install(self) -> "RunReport":
         sup = self.supervisor
         sup.change_listeners.append(self.on_change)
         sup.shutdown_hooks.append(self.on_shutdown)
-        # The reason the run ended is only passed to Supervisor._end: note the first one.
-        original_end = sup._end
-
-        def end(status, reason):
-            if self.reason is None and not sup.shutting_down:
-                self.reason = reason
-            return original_end(status, reason)
-
-        sup._end = end
         return self
 
     # -- while the run goes on ------------------------------------------------------------
@@ -119,7 +109,7 @@ class RunReport:
             "version": REPORT_VERSION, "entrypoint": __version__, "config": sup.config.source,
             "started_at": utc_timestamp(self.started_at), "ended_at": utc_timestamp(ended),
             "duration": round(time.monotonic() - self.began, 3),
-            "exit_status": status, "reason": self.reason,
+            "exit_status": status, "reason": self.supervisor.end_reason,
             "command": self.cmd, "command_exit": cmd_exit,
             "ready_after": self.all_ready_after, "services": services,
         }

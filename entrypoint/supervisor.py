@@ -90,6 +90,7 @@ class Supervisor:
         self._ready_changed = asyncio.Event()
         self._cmd_exit_future: asyncio.Future[ExitStatus] | None = None
         self.early_signals: list[int] = []
+        self.end_reason: str | None = None       # why the run ended (for reports)
         self._shutdown_signal = signal.SIGTERM   # what the CMD gets when we shut down
         self._forced = False
         # Extensions (control socket, reports) plug in here: called with the supervisor
@@ -304,6 +305,7 @@ class Supervisor:
         if self.shutting_down:
             return
         self.shutting_down = True
+        self.end_reason = reason
         self._exit_status = status
         self._shutdown_task = self._loop.create_task(self._shutdown(reason))
 
