@@ -152,17 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _load(config_path: str | None, procfile: str | None, *, need_config: bool,
-          isolate: bool = False):
-    """Locate and validate the config: (Config or None, warnings). ConfigError on problems.
-
-    `isolate`: do it in a forked child (see `load_isolated`), for the long-running runner.
-    """
-    if isolate:
-        pending = _PENDING.pop((config_path, procfile, need_config), None)
-        if pending is not None:         # started by cmd_run before the runtime's imports
-            return pending.result()
-        return load_isolated(_load, config_path, procfile, need_config=need_config)
+def _load(config_path: str | None, procfile: str | None, *, need_config: bool):
+    """Locate and validate the config: (Config or None, warnings). ConfigError on problems."""
     _skip_pydantic_plugins()
     from entrypoint import config as config_mod
 
@@ -203,147 +194,6 @@ def _skip_pydantic_plugins() -> None:
 
     stub.__getattr__ = real
     sys.modules[name] = stub
-
-
-# Modules the runner needs anyway: imported by the parent while the child validates.
-_RUNTIME_MODULES = ("asyncio", "entrypoint.output", "entrypoint.supervisor", "entrypoint.control")
-
-
-def load_isolated(func, *args, **kwargs):
-    """`func(*args, **kwargs)` in a forked child; its result or its EntrypointError here."""
-    return start_isolated(func, *args, **kwargs).result()
-
-
-def start_isolated(func, *args, **kwargs):
-    """Start `func(*args, **kwargs)` in a forked child; `.result()` returns or raises it.
-
-    Validation needs pydantic, which costs ~20 MB and ~250 ms to import; the runner lives
-    as long as the container and needs only the plain dataclasses of `spec.py`. So a
-    short-lived child imports pydantic, validates, and sends the result back pickled,
-    while the parent imports the runtime on the other core (measured: runner PSS 32 MB ->
-    under supervisord's, and a faster start; docs/benchmarks.md). Call it before any
-    thread or event loop exists (fork). Where fork fails, `.result()` does the work here.
-    """
-    import pickle
-
-    try:
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-    except OSError:
-        return _InProcess(func, args, kwargs)
-    if pid == 0:                                    # the child: validate, answer, vanish
-        status = 0
-        try:
-            os.close(read_fd)
-            try:
-                answer = ("ok", func(*args, **kwargs))
-            except EntrypointError as exc:
-                answer = ("error", _portable_error(exc))
-            except BaseException as exc:            # a bug: report it, never a traceback
-                answer = ("error", ("EntrypointError", f"internal error while validating the "
-                                                       f"config: {exc!r}", 1, None))
-            data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(write_fd, view):]
-        except BaseException:
-            status = 70
-        finally:
-            os._exit(status)
-    os.close(write_fd)
-    _import_asyncio_without_ssl()
-    for name in _RUNTIME_MODULES:                   # meanwhile, on the other core
-        try:
-            __import__(name)
-        except ImportError:
-            pass
-    return _Isolated(pid, read_fd)
-
-
-def _import_asyncio_without_ssl() -> None:
-    """Import asyncio without ssl: 4.8 MB of the runner's ~22 MB PSS (measured), for TLS
-    that only an https health probe uses.
-
-    asyncio imports ssl if it can and works without it (its `ssl` globals are None then).
-    The block lasts only while asyncio is imported: a later `import ssl` gets the real
-    module, and `service.enable_asyncio_tls()` hands it to asyncio before the first https
-    probe. Used only in the runner, before anything else imported asyncio or ssl.
-    """
-    if "asyncio" in sys.modules or "ssl" in sys.modules:
-        return
-    sys.modules["ssl"] = None       # `import ssl` raises ImportError while this is set
-    try:
-        import asyncio  # noqa: F401
-    finally:
-        if sys.modules.get("ssl", 0) is None:
-            del sys.modules["ssl"]
-
-
-class _Isolated:
-    """The forked child of `start_isolated`."""
-
-    def __init__(self, pid: int, read_fd: int):
-        self.pid, self.read_fd = pid, read_fd
-
-    def result(self):
-        import pickle
-
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(self.read_fd, 1 << 16)
-            except InterruptedError:
-                continue
-            if not chunk:
-                break
-            chunks.append(chunk)
-        os.close(self.read_fd)
-        wait_status = 0
-        while True:
-            try:
-                _, wait_status = os.waitpid(self.pid, 0)
-                break
-            except InterruptedError:
-                continue
-            except ChildProcessError:
-                break
-        if not chunks:
-            raise EntrypointError(f"the config could not be validated (the validating process "
-                                  f"ended with wait status {wait_status}, sending nothing)")
-        kind, payload = pickle.loads(b"".join(chunks))
-        if kind == "ok":
-            return payload
-        raise _rebuilt_error(payload)
-
-
-class _InProcess:
-    def __init__(self, func, args, kwargs):
-        self.func, self.args, self.kwargs = func, args, kwargs
-
-    def result(self):
-        return self.func(*self.args, **self.kwargs)
-
-
-# Validations started early by cmd_run, by _load's arguments; _load(isolate=True) takes it.
-_PENDING: dict[tuple, "_Isolated | _InProcess"] = {}
-
-
-def _portable_error(exc: EntrypointError) -> tuple:
-    from entrypoint.errors import ConfigError
-
-    if isinstance(exc, ConfigError):
-        return ("ConfigError", exc.source, exc.exit_status, list(exc.problems))
-    return (type(exc).__name__, exc.message, exc.exit_status, None)
-
-
-def _rebuilt_error(payload: tuple) -> EntrypointError:
-    from entrypoint.errors import ConfigError
-
-    name, message, status, problems = payload
-    if name == "ConfigError":
-        return ConfigError(message, problems)
-    cls = UsageError if name == "UsageError" else EntrypointError
-    return cls(message, status)
 
 
 def cmd_check(argv: list[str]) -> int:
@@ -389,11 +239,11 @@ def cmd_run(argv: list[str]) -> int:
     catch_early_signals()
     options, cmd = split_run_args(argv)
     args = _parse(run_parser(), options)
-    # Validate in a child from here on, while this process imports the runtime:
-    # run() picks the result up through _load(isolate=True).
-    key = (args.config, args.procfile, not cmd)
-    _PENDING[key] = start_isolated(_load, args.config, args.procfile, need_config=not cmd)
-    status = run(args, cmd)
+    # Validate in a child from here on, while this process imports the runtime.
+    from entrypoint import isolate
+
+    validation = isolate.start(_load, args.config, args.procfile, need_config=not cmd)
+    status = run(args, cmd, validation)
     if _WHOLE_PROCESS:
         _exit_now(status)
     return status

@@ -24,13 +24,13 @@ def catch_early_signals() -> None:
         signal.signal(sig, lambda signum, frame: _early.append(signum))
 
 
-def run(args: argparse.Namespace, cmd: list[str]) -> int:
+def run(args: argparse.Namespace, cmd: list[str], validation) -> int:
+    """Supervise; `validation` is the config's validation under way (`isolate.start`)."""
     import asyncio      # here, not above: cli starts the config's validation before this
 
-    from entrypoint.cli import _load
     from entrypoint.output import Printer, use_color
 
-    config, warnings = _load(args.config, args.procfile, need_config=not cmd, isolate=True)
+    config, warnings = validation.result()
     if config is None:
         config = Config(source="(no config)", services=())
     if cmd and shutil.which(cmd[0], path=os.environ.get("PATH")) is None:

@@ -510,7 +510,7 @@ class Service:
 
 def enable_asyncio_tls() -> None:
     """Give asyncio back the ssl module that the runner kept from it (cli.py,
-    `_import_asyncio_without_ssl`): needed before the first https health probe."""
+    `isolate.import_asyncio_without_ssl`): needed before the first https health probe."""
     import importlib
     import sys
 
