@@ -1,6 +1,6 @@
 """The control socket: a Unix socket speaking JSON lines, in the runner's asyncio loop.
 
-Requests and replies are one JSON object per line (see protocol.py and docs/control.md).
+Requests and replies are one JSON object per line (see protocol.py and the README).
 The socket is created 0600; each peer is checked with SO_PEERCRED (root or the runner's
 own uid). A request must fit in MAX_REQUEST bytes and arrive within REQUEST_TIMEOUT
 seconds; anything malformed gets an error reply and the connection is closed. Nothing a

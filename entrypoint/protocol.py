@@ -2,7 +2,7 @@
 
 Standard library only: the client imports this on every `entrypoint list`. The wire format
 is one JSON object per line each way (UTF-8, `\\n`-terminated), every object carrying
-`"v": 1`. docs/control.md describes it for other tools.
+`"v": 1`. The README ("The protocol") describes it for other tools.
 """
 
 from __future__ import annotations

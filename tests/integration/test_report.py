@@ -169,7 +169,7 @@ def test_report_from_the_environment(run_entrypoint, write_config, tmp_path):
 
 
 def test_the_ci_example_runs_as_documented(run_entrypoint, tmp_path):
-    """docs/ci.md: `entrypoint -c services.toml --ready-timeout 60 --report ... -- pytest`
+    """README "Use it in CI": `entrypoint -c services.toml --ready-timeout 60 --report ... -- pytest`
     in scripts/ci-example (copied, so that the run writes nothing into the checkout)."""
     import shutil
     import sys
