@@ -193,3 +193,39 @@ def service_lines(runner: Runner, name: str) -> list[str]:
         if sep and head.strip() == name:
             out.append(rest)
     return out
+
+
+def tagged_pids(token: str) -> list[int]:
+    """Every process (but this one) whose environment carries EP_TEST_TOKEN=token."""
+    needle = f"EP_TEST_TOKEN={token}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if needle in f.read().split(b"\0"):
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.fixture
+def tagged():
+    """An environment for run_entrypoint whose processes are all SIGKILLed at teardown,
+    found by a token in their environment (escaped daemons and namespaces included)."""
+    import uuid
+
+    token = uuid.uuid4().hex
+    yield entrypoint_env(EP_TEST_TOKEN=token)
+    for _ in range(50):
+        pids = tagged_pids(token)
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.05)
+

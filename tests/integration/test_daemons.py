@@ -32,7 +32,7 @@ import uuid
 
 import pytest
 
-from conftest import entrypoint_env, free_port, pid_alive, wait_until
+from conftest import entrypoint_env, free_port, pid_alive, tagged_pids, wait_until
 
 UNSHARE = ["unshare", "--pid", "--fork", "--mount-proc"]
 NGINX = "/usr/sbin/nginx"
@@ -104,7 +104,7 @@ def stack(tmp_path, throwaway_user):
             _kill(pid1, signal.SIGKILL)
         r.kill()
     for _ in range(50):
-        pids = _tagged_pids(token)
+        pids = tagged_pids(token)
         if not pids:
             break
         for pid in pids:
@@ -201,19 +201,6 @@ def _pid1_of(unshare_pid: int) -> int | None:
     return kids[0] if kids else None
 
 
-def _tagged_pids(token: str) -> list[int]:
-    needle = f"EP_TEST_TOKEN={token}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if needle in f.read().split(b"\0"):
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
 
 
 def _descendants(root: int) -> list[int]:
@@ -397,7 +384,7 @@ def test_the_dockerfile_example_stack_as_pid1(run_entrypoint, tmp_path):
         pid1 = _pid1_of(r.pid)
         if pid1 is not None:
             _kill(pid1, signal.SIGKILL)
-        for pid in _tagged_pids(token):
+        for pid in tagged_pids(token):
             _kill(pid, signal.SIGKILL)
 
 

@@ -12,15 +12,12 @@ from __future__ import annotations
 import glob
 import os
 import re
-import shutil
 import signal
-import tempfile
 import time
-import uuid
 
 import pytest
 
-from conftest import PYTHON, entrypoint_env, pid_alive, service_lines, wait_until
+from conftest import PYTHON, pid_alive, service_lines, wait_until
 
 UNSHARE = ["unshare", "--pid", "--fork", "--mount-proc"]
 
@@ -40,39 +37,8 @@ needs_pidns = pytest.mark.skipif(not _can_unshare(), reason="cannot create a PID
 
 # -- helpers ----------------------------------------------------------------------------
 
-def tagged_pids(token: str) -> list[int]:
-    """Host pids of every live process whose environment carries `token`."""
-    needle = f"EP_TEST_TOKEN={token}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if needle in f.read().split(b"\0"):
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
 
 
-@pytest.fixture
-def tagged():
-    """An environment for run_entrypoint whose processes are all SIGKILLed at teardown."""
-    token = uuid.uuid4().hex
-    sockdir = tempfile.mkdtemp(prefix="ep-")     # our own control socket: tests run in parallel
-    yield entrypoint_env(EP_TEST_TOKEN=token, ENTRYPOINT_SOCKET=os.path.join(sockdir, "ctl.sock"))
-    for _ in range(50):
-        pids = tagged_pids(token)
-        if not pids:
-            break
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        time.sleep(0.05)
-    shutil.rmtree(sockdir, ignore_errors=True)
 
 
 def children_of(pid: int) -> list[int]:

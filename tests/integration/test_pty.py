@@ -18,47 +18,18 @@ import os
 import pty
 import re
 import select
-import shutil
 import signal
 import subprocess
-import tempfile
 import termios
 import time
-import uuid
 
 import pytest
 
-from conftest import PYTHON, entrypoint_env, service_lines, wait_until
+from conftest import PYTHON, service_lines
 
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def tagged():
-    """An environment for run_entrypoint whose processes are all SIGKILLed at teardown."""
-    token = uuid.uuid4().hex
-    sockdir = tempfile.mkdtemp(prefix="ep-")     # our own control socket: tests run in parallel
-    yield entrypoint_env(EP_TEST_TOKEN=token, ENTRYPOINT_SOCKET=os.path.join(sockdir, "ctl.sock"))
-    needle = f"EP_TEST_TOKEN={token}".encode()
-    for _ in range(50):
-        pids = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit() and int(entry) != os.getpid():
-                try:
-                    with open(f"/proc/{entry}/environ", "rb") as f:
-                        if needle in f.read().split(b"\0"):
-                            pids.append(int(entry))
-                except OSError:
-                    pass
-        if not pids:
-            break
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        time.sleep(0.05)
-    shutil.rmtree(sockdir, ignore_errors=True)
 
 
 def script(tmp_path, name: str, text: str) -> str:

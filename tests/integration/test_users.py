@@ -12,15 +12,13 @@ import grp
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
 import uuid
 
 import pytest
 
-from conftest import entrypoint_env, service_lines
+from conftest import service_lines
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -65,32 +63,6 @@ def accounts():
         subprocess.run(["groupdel", name], capture_output=True)
 
 
-@pytest.fixture
-def tagged():
-    """An environment for run_entrypoint whose processes are all SIGKILLed at teardown."""
-    token = uuid.uuid4().hex
-    sockdir = tempfile.mkdtemp(prefix="ep-")
-    yield entrypoint_env(EP_TEST_TOKEN=token, ENTRYPOINT_SOCKET=os.path.join(sockdir, "ctl.sock"))
-    needle = f"EP_TEST_TOKEN={token}".encode()
-    for _ in range(50):
-        pids = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit() and int(entry) != os.getpid():
-                try:
-                    with open(f"/proc/{entry}/environ", "rb") as f:
-                        if needle in f.read().split(b"\0"):
-                            pids.append(int(entry))
-                except OSError:
-                    pass
-        if not pids:
-            break
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        time.sleep(0.05)
-    shutil.rmtree(sockdir, ignore_errors=True)
 
 
 # What the service (run as another user) reports about itself, one `key=value` per line.
