@@ -185,6 +185,14 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, what: s
     raise AssertionError(f"{what} not reached within {timeout}s")
 
 
+def index_of(lines: list[str], pattern: str) -> int:
+    """The index of the first line matching `pattern` (a regex); fails the test if none."""
+    for i, line in enumerate(lines):
+        if re.search(pattern, line):
+            return i
+    raise AssertionError(f"{pattern!r} not in output:\n" + "\n".join(lines))
+
+
 def service_lines(runner: Runner, name: str) -> list[str]:
     """The lines a service printed, without the `name | ` prefix."""
     out = []

@@ -4,17 +4,10 @@ import signal
 
 import pytest
 
-from conftest import free_port, service_lines
+from conftest import free_port, index_of, service_lines
 
 pytestmark = pytest.mark.timeout(60)
 
-
-def index_of(lines, pattern):
-    import re
-    for i, line in enumerate(lines):
-        if re.search(pattern, line):
-            return i
-    raise AssertionError(f"{pattern!r} not in output:\n" + "\n".join(lines))
 
 
 def test_start_order_conditions_and_reverse_stop(run_entrypoint, write_config):

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import glob
 import os
-import re
 import signal
 import time
 
 import pytest
 
-from conftest import PYTHON, pid_alive, service_lines, wait_until
+from conftest import PYTHON, index_of, pid_alive, service_lines, wait_until
 
 UNSHARE = ["unshare", "--pid", "--fork", "--mount-proc"]
 
@@ -87,12 +86,6 @@ def ppid_of(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as f:
         return int(f.read().rsplit(")", 1)[1].split()[1])
 
-
-def index_of(lines: list[str], pattern: str) -> int:
-    for i, line in enumerate(lines):
-        if re.search(pattern, line):
-            return i
-    raise AssertionError(f"{pattern!r} not in output:\n" + "\n".join(lines))
 
 
 def script(tmp_path, name: str, text: str) -> str:

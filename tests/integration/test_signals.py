@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import PYTHON, service_lines
+from conftest import PYTHON, index_of, service_lines
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -24,12 +24,6 @@ pytestmark = pytest.mark.timeout(60)
 def gone(pid: int) -> bool:
     return not os.path.exists(f"/proc/{pid}")
 
-
-def index_of(lines: list[str], pattern: str) -> int:
-    for i, line in enumerate(lines):
-        if re.search(pattern, line):
-            return i
-    raise AssertionError(f"{pattern!r} not in output:\n" + "\n".join(lines))
 
 
 def script(tmp_path, name: str, text: str) -> str:
