@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
-import shutil
 import signal
 import time
 from typing import Iterable
@@ -485,6 +484,3 @@ def _signal_all(pids: Iterable[int], sig: int) -> None:
         except (ProcessLookupError, PermissionError):
             pass
 
-
-def command_exists(cmd: list[str], environ: dict[str, str]) -> bool:
-    return shutil.which(cmd[0], path=environ.get("PATH")) is not None
