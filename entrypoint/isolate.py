@@ -135,3 +135,83 @@ def _rebuilt_error(payload: tuple) -> EntrypointError:
         return ConfigError(message, problems)
     cls = UsageError if name == "UsageError" else EntrypointError
     return cls(message, status)
+
+
+# -- a validation child for the running runner (reload) ---------------------------------------
+
+_MAX_ANSWER = 64 << 20
+
+
+class _Collect:
+    """Keeps a child's stdout whole (a StreamOutput stand-in for Drain)."""
+
+    has_partial = False
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    def feed(self, data: bytes) -> None:
+        if self.size < _MAX_ANSWER:
+            self.chunks.append(data)
+            self.size += len(data)
+
+    def flush_partial(self) -> None:
+        pass
+
+    close = flush_partial
+
+
+async def load_in_child(reaper, path: str, kind: str, environ: dict[str, str]):
+    """`config.load(path, kind)` in a child process spawned and reaped like any other.
+
+    For a reload inside the running runner: forking beside the event loop and the reaper
+    would race them, and loading pydantic here would add ~20 MB for good. The child is
+    `python -m entrypoint.isolate PATH KIND`; it answers pickled on its stdout. Returns
+    (Config, warnings) or raises the child's EntrypointError.
+    """
+    import asyncio
+    import pickle
+
+    from entrypoint.drain import Drain
+    from entrypoint.spawn import spawn
+
+    child = spawn((sys.executable, "-m", "entrypoint.isolate", path, kind), env=environ,
+                  tty=False)
+    exited = reaper.wait(child.pid)        # in the same callback as the spawn
+    answer, errors = _Collect(), _Collect()
+    drain = Drain(asyncio.get_running_loop(), child.fds, {"stdout": answer, "stderr": errors})
+    status = await exited
+    child.mark_reaped(status.shell_status)
+    await drain.done
+    try:
+        kind_, payload = pickle.loads(b"".join(answer.chunks))
+    except Exception:
+        said = b"".join(errors.chunks).decode("utf-8", "replace").strip()[-500:]
+        raise EntrypointError(f"the config could not be validated (the validating process "
+                              f"ended with {status.describe()}{': ' + said if said else ''})")
+    if kind_ == "ok":
+        return payload
+    raise _rebuilt_error(payload)
+
+
+def _child_main(path: str, kind: str) -> int:
+    import pickle
+
+    from entrypoint import config
+
+    try:
+        answer = ("ok", config.load(path, kind, os.environ))
+    except EntrypointError as exc:
+        answer = ("error", _portable_error(exc))
+    except Exception as exc:                    # a bug: report it, never a traceback
+        answer = ("error", ("EntrypointError", f"internal error while validating the "
+                                               f"config: {exc!r}", 1, None))
+    sys.stdout.buffer.write(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_child_main(sys.argv[1], sys.argv[2]))
+

@@ -76,14 +76,15 @@ class Reloader:
         async with self._lock:          # one reload at a time; a second one waits
             return await self._reload(origin)
 
-    def _load(self) -> tuple[Config, list]:
+    async def _load(self) -> tuple[Config, list]:
         if self.source is None:
             raise OperationError("no_config", "this runner was started without a config file: "
                                               "there is nothing to reload")
         path, kind = self.source
-        from entrypoint import config as config_mod   # pydantic: fine in the runner
+        from entrypoint import isolate   # pydantic stays out of the runner, as at start
+
         try:
-            return config_mod.load(path, kind, self.sup.environ)
+            return await isolate.load_in_child(self.sup.reaper, path, kind, self.sup.environ)
         except ConfigError as exc:
             problems = [p.render() for p in exc.problems if not p.warning]
             warnings = [p.render() for p in exc.problems if p.warning]
@@ -101,7 +102,7 @@ class Reloader:
         sup, printer = self.sup, self.sup.printer
         if sup.shutting_down:
             raise OperationError("shutting_down", "the runner is shutting down")
-        new, warnings = self._load()
+        new, warnings = await self._load()
         for problem in warnings:
             if not problem.check_only:
                 printer.system(f"warning: {problem.render()}", "warning")

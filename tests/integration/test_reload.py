@@ -82,6 +82,9 @@ def test_reload_applies_only_the_difference(run_entrypoint, tmp_path, sock):
     assert done.returncode == 0 and "nothing changed (4 unchanged)" in done.stdout
     assert {n: s["pid"] for n, s in services(sock).items()} == \
         {n: s["pid"] for n, s in after.items()}
+    # Validation ran in a child: the long-running runner never loaded pydantic.
+    with open(f"/proc/{runner.pid}/maps") as maps:
+        assert "pydantic_core" not in maps.read()
 
 
 def test_changed_services_restart_in_dependency_order(run_entrypoint, tmp_path, sock):
