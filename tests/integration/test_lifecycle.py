@@ -10,7 +10,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 
-def test_start_order_conditions_and_reverse_stop(run_entrypoint, write_config):
+def test_start_order_conditions_and_reverse_stop(run_entrypoint, write_config, tmp_path):
     cfg = write_config("""
         [timeouts]
         service_shutdown_timeout = 3
@@ -36,10 +36,7 @@ def test_start_order_conditions_and_reverse_stop(run_entrypoint, write_config):
         args = ["-c", "trap 'exit 0' TERM; echo late up; while :; do sleep 0.1; done"]
         depends_on = { app = "started" }
         wait_after = 0.5
-    """.replace("DIR", "/tmp").replace("PORTFILE", "/tmp/ep-test-portfile"))
-    import os
-    if os.path.exists("/tmp/ep-test-portfile"):
-        os.unlink("/tmp/ep-test-portfile")
+    """.replace("DIR", str(tmp_path)).replace("PORTFILE", str(tmp_path / "portfile")))
     r = run_entrypoint("-c", cfg)
     r.wait_for(r"late +\| late up")
     lines = r.lines
@@ -51,7 +48,6 @@ def test_start_order_conditions_and_reverse_stop(run_entrypoint, write_config):
     assert index_of(lines, r"late stopped") < index_of(lines, r"app stopped")
     assert index_of(lines, r"app stopped") < index_of(lines, r"db stopped")
     assert "app got TERM" in service_lines(r, "app")
-    os.unlink("/tmp/ep-test-portfile")
 
 
 def test_dependency_wait_timeout_fails_dependent(run_entrypoint, write_config):
@@ -275,16 +271,17 @@ srv.serve_forever()
 
 
 def test_http_probe_gates_cmd(run_entrypoint, write_config, tmp_path):
+    port = free_port()
     cfg = write_config(f"""
         [[services]]
         name = "web"
         command = "python3"
-        args = ["-u", "-c", "import time; time.sleep(0.5); import http.server as h; h.test(HandlerClass=h.SimpleHTTPRequestHandler, port=18931, bind='127.0.0.1')"]
+        args = ["-u", "-c", "import time; time.sleep(0.5); import http.server as h; h.test(HandlerClass=h.SimpleHTTPRequestHandler, port={port}, bind='127.0.0.1')"]
         directory = "{tmp_path}"
-        healthcheck = {{ http = "http://127.0.0.1:18931/", interval = 0.2 }}
+        healthcheck = {{ http = "http://127.0.0.1:{port}/", interval = 0.2 }}
     """)
     r = run_entrypoint("-c", cfg, "--", "python3", "-c",
-                       "import urllib.request as u; print('cmd got', u.urlopen('http://127.0.0.1:18931/').status)")
+                       f"import urllib.request as u; print('cmd got', u.urlopen('http://127.0.0.1:{port}/').status)")
     assert r.wait() == 0
     assert "cmd got 200" in r.lines
 
