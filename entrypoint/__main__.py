@@ -1,3 +1,3 @@
-from entrypoint.cli import main
+from entrypoint.cli.main import main
 
 raise SystemExit(main())

@@ -9,9 +9,9 @@ import textwrap
 
 import pytest
 
-from entrypoint import config
+from entrypoint.config import load as config
 from entrypoint.errors import ConfigError, Problem, UsageError
-from entrypoint.spec import Config, HealthSpec, Timeouts
+from entrypoint.config.spec import Config, HealthSpec, Timeouts
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures")
 ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/root"}

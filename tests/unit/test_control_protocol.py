@@ -13,15 +13,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from entrypoint import install as install_mod
-from entrypoint import protocol
-from entrypoint.client import exit_text, human_duration, render_list
-from entrypoint.control import bind_socket, parse_request, refusal
+from entrypoint.cli import install as install_mod
+from entrypoint.control import protocol
+from entrypoint.control.client import exit_text, human_duration, render_list
+from entrypoint.control.server import bind_socket, parse_request, refusal
 from entrypoint.errors import EntrypointError
-from entrypoint.operations import LogIndex, OperationError, Operations
-from entrypoint.output import LogRing
-from entrypoint.reload import diff
-from entrypoint.spec import Config, ServiceSpec
+from entrypoint.control.operations import LogIndex, OperationError, Operations
+from entrypoint.output.ring import LogRing
+from entrypoint.core.reload import diff
+from entrypoint.config.spec import Config, ServiceSpec
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -251,10 +251,10 @@ def test_install_links_once_and_refuses_strangers(tmp_path, monkeypatch):
 
 
 def test_client_does_not_load_the_runtime():
-    code = ("import sys, entrypoint.cli, entrypoint.client, entrypoint.protocol\n"
+    code = ("import sys, entrypoint.cli.main, entrypoint.control.client, entrypoint.control.protocol\n"
             "heavy = [m for m in sys.modules if m.split('.')[0] in ('pydantic', 'asyncio', "
-            "'subprocess', 'dotenv') or m in ('entrypoint.supervisor', 'entrypoint.service', "
-            "'entrypoint.config', 'entrypoint.control', 'entrypoint.operations')]\n"
+            "'subprocess', 'dotenv') or m in ('entrypoint.core.supervisor', 'entrypoint.core.service', "
+            "'entrypoint.config.load', 'entrypoint.control.server', 'entrypoint.control.operations')]\n"
             "print(heavy)")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -13,8 +13,8 @@ import os
 
 import pytest
 
-from entrypoint.drain import PARTIAL_LINE_DELAY, Drain
-from entrypoint.output import StreamOutput
+from entrypoint.core.drain import PARTIAL_LINE_DELAY, Drain
+from entrypoint.output.stream import StreamOutput
 
 pytestmark = pytest.mark.timeout(30)
 

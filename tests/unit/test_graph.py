@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from entrypoint import graph
+from entrypoint.config import graph
 from entrypoint.errors import Problem
-from entrypoint.spec import ServiceSpec
+from entrypoint.config.spec import ServiceSpec
 
 
 def spec(name: str, *deps: str, enabled: bool = True) -> ServiceSpec:

@@ -12,10 +12,11 @@ import zlib
 
 import pytest
 
-from entrypoint.output import (
-    MAX_PARTIAL, PALETTE, RUNNER_COLOR, LogRing, Printer, RotatingLog, StreamOutput,
-    color_for, format_table, use_color,
-)
+from entrypoint.cli.table import format_table
+from entrypoint.output.logfile import RotatingLog
+from entrypoint.output.printer import PALETTE, RUNNER_COLOR, Printer, color_for, use_color
+from entrypoint.output.ring import LogRing
+from entrypoint.output.stream import MAX_PARTIAL, StreamOutput
 
 pytestmark = pytest.mark.timeout(30)
 TS = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"

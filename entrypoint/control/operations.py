@@ -13,9 +13,10 @@ import time
 from typing import Any, Callable
 
 from entrypoint import __version__
-from entrypoint.graph import did_you_mean
-from entrypoint.output import LogRing
-from entrypoint.service import Service, State
+from entrypoint.config.graph import did_you_mean
+from entrypoint.output.ring import LogRing
+from entrypoint.core.service import Service
+from entrypoint.core.state import State
 
 MAX_LOG_LINES = 100_000
 # start/restart: a service must still be RUNNING this long after it got there to count as
@@ -204,7 +205,7 @@ class Operations:
 
     def exec_spec(self, name: str) -> dict:
         """What `entrypoint exec NAME -- CMD` needs to run CMD as the service would run."""
-        from entrypoint.spawn import SpawnError, child_environment, resolve_identity
+        from entrypoint.core.spawn import SpawnError, child_environment, resolve_identity
 
         service = self.services([name])[0]
         spec = service.spec

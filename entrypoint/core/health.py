@@ -11,7 +11,7 @@ import asyncio
 from typing import Awaitable, Callable
 from urllib.parse import urlsplit
 
-from entrypoint.spec import HealthSpec
+from entrypoint.config.spec import HealthSpec
 
 # run_exec(argv, timeout) -> (exit code or None on timeout, output)
 ExecRunner = Callable[[tuple[str, ...], float], Awaitable[tuple[int | None, str]]]

@@ -22,11 +22,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import graph
-from .errors import ConfigError, Problem, UsageError
-from .interpolate import interpolate_tree
-from .schema import NAME_RE, ServiceModel, TimeoutsModel, depends_on_pairs, from_pydantic, show, suggest_key
-from .spec import Config, HealthSpec, ServiceSpec, Timeouts
+from entrypoint.config import graph
+from entrypoint.errors import ConfigError, Problem, UsageError
+from entrypoint.config.interpolate import interpolate_tree
+from entrypoint.config.schema import NAME_RE, ServiceModel, TimeoutsModel, depends_on_pairs, from_pydantic, show, suggest_key
+from entrypoint.config.spec import Config, HealthSpec, ServiceSpec, Timeouts
 
 SEARCHED_PLACES = ["$ENTRYPOINT_CONFIG", "./services.toml", "/etc/entrypoint/services.toml", "./Procfile"]
 DOCKER_STOP_GRACE = 10.0

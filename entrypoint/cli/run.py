@@ -9,7 +9,7 @@ import signal
 import sys
 
 from entrypoint.errors import EntrypointError
-from entrypoint.spec import Config
+from entrypoint.config.spec import Config
 
 EXIT_CMD_NOT_FOUND = 127
 
@@ -28,7 +28,7 @@ def run(args: argparse.Namespace, cmd: list[str], validation) -> int:
     """Supervise; `validation` is the config's validation under way (`isolate.start`)."""
     import asyncio      # here, not above: cli starts the config's validation before this
 
-    from entrypoint.output import Printer, use_color
+    from entrypoint.output.printer import Printer, use_color
 
     config, warnings = validation.result()
     if config is None:
@@ -45,16 +45,16 @@ def run(args: argparse.Namespace, cmd: list[str], validation) -> int:
         if not problem.check_only:
             printer.system(f"warning: {problem.render()}", "warning")
 
-    from entrypoint.supervisor import Supervisor
+    from entrypoint.core.supervisor import Supervisor
 
     supervisor = Supervisor(config, printer, cmd=cmd or None, ready_timeout=args.ready_timeout,
                             log_lines=args.log_lines)
     supervisor.early_signals = _early
-    from entrypoint.control import attach
+    from entrypoint.control.server import attach
 
     attach(supervisor, args)    # control socket, reload, SIGUSR1 report, title, auto-install
     if args.report:
-        from entrypoint.report import install as install_report
+        from entrypoint.core.report import install as install_report
 
         install_report(supervisor, args.report, cmd or None)
     return asyncio.run(supervisor.run())

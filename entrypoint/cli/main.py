@@ -139,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"entrypoint {__version__}")
             return 0
         if command == "install":
-            from entrypoint.install import cmd_install
+            from entrypoint.cli.install import cmd_install
             return cmd_install(rest)
-        from entrypoint import client
+        from entrypoint.control import client
         return client.main(command, rest)
     except EntrypointError as exc:
         message = exc.render()
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 def _load(config_path: str | None, procfile: str | None, *, need_config: bool):
     """Locate and validate the config: (Config or None, warnings). ConfigError on problems."""
     _skip_pydantic_plugins()
-    from entrypoint import config as config_mod
+    from entrypoint.config import load as config_mod
 
     located = config_mod.locate(config_path, procfile, os.environ)
     if located is None:
@@ -203,7 +203,7 @@ def cmd_check(argv: list[str]) -> int:
     p.add_argument("-c", "--config", metavar="FILE", default=env_default("config"))
     p.add_argument("--procfile", metavar="FILE", default=env_default("procfile"))
     args = _parse(p, argv)
-    from entrypoint import graph
+    from entrypoint.config import graph
 
     config, warnings = _load(args.config, args.procfile, need_config=True)
     for problem in warnings:
@@ -234,13 +234,13 @@ class _AlreadyReported(EntrypointError):
 
 
 def cmd_run(argv: list[str]) -> int:
-    from entrypoint.run import catch_early_signals, run
+    from entrypoint.cli.run import catch_early_signals, run
 
     catch_early_signals()
     options, cmd = split_run_args(argv)
     args = _parse(run_parser(), options)
     # Validate in a child from here on, while this process imports the runtime.
-    from entrypoint import isolate
+    from entrypoint.config import isolate
 
     validation = isolate.start(_load, args.config, args.procfile, need_config=not cmd)
     status = run(args, cmd, validation)

@@ -19,8 +19,8 @@ import struct
 import time
 
 from entrypoint.errors import EntrypointError
-from entrypoint.operations import OperationError, Operations
-from entrypoint.protocol import MAX_REQUEST, REQUEST_TIMEOUT, VERSION, encode, error, server_path
+from entrypoint.control.operations import OperationError, Operations
+from entrypoint.control.protocol import MAX_REQUEST, REQUEST_TIMEOUT, VERSION, encode, error, server_path
 
 MAX_CONNECTIONS = 64
 WRITE_TIMEOUT = 10.0           # a peer that does not read its reply for this long is dropped
@@ -338,7 +338,7 @@ def parse_request(line: bytes) -> tuple[dict | None, dict | None]:
 
 def report(supervisor) -> None:
     """SIGUSR1 (no CMD): print the `list` table into the log."""
-    from entrypoint.client import render_list
+    from entrypoint.control.client import render_list
     supervisor.printer.system("services (SIGUSR1):\n" + render_list(supervisor.snapshot()))
 
 
@@ -349,8 +349,8 @@ def attach(supervisor, args) -> None:
     another runner refuses the run with a clear message. Other errors creating it only
     disable the control socket, with a warning.
     """
-    from entrypoint.proctitle import Title
-    from entrypoint.reload import Reloader
+    from entrypoint.core.proctitle import Title
+    from entrypoint.core.reload import Reloader
 
     config = supervisor.config
     source = None
@@ -385,7 +385,7 @@ def attach(supervisor, args) -> None:
                                f"{exc.strerror or exc}; use --socket or ENTRYPOINT_SOCKET "
                                f"to put it elsewhere", "warning")
         if not getattr(args, "no_install", False):
-            from entrypoint.install import auto_install
+            from entrypoint.cli.install import auto_install
             auto_install(sup.printer)
         title.update(sup)
 
@@ -400,6 +400,6 @@ def attach(supervisor, args) -> None:
 
 
 def _new_ring(supervisor):
-    from entrypoint.output import LogRing
+    from entrypoint.output.ring import LogRing
     return LogRing(supervisor.log_lines)
 

@@ -11,7 +11,7 @@ import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
-from .errors import Problem
+from entrypoint.errors import Problem
 
 MAX_CYCLES = 20           # report at most this many distinct cycles
 _CYCLE_SEARCH_STEPS = 200_000   # enumerating cycles is exponential in the worst case

@@ -7,59 +7,24 @@ starts the one shutdown and fixes the exit status (CONTRACT §7).
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import signal
 import time
-from typing import Iterable
 
-from entrypoint.output import LogRing, Printer, RotatingLog, StreamOutput
-from entrypoint.reaper import ExitStatus, Reaper
-from entrypoint.service import TERMINAL, Runtime, Service, State
-from entrypoint.spawn import SpawnError, spawn_foreground
-from entrypoint.spec import Config
+from entrypoint.output.ring import LogRing
 
-SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+from entrypoint.output.printer import Printer
 
+from entrypoint.output.logfile import RotatingLog
 
-def _cache_valid_signals() -> None:
-    """asyncio checks each add/remove_signal_handler against `signal.valid_signals()`,
-    which converts all ~65 signal numbers to enum members on every call: ~1 ms here,
-    ~20 ms of every start and every shutdown for our dozen handlers (py-spy). The set
-    cannot change while the process lives, so compute it once (a fresh copy per call)."""
-    if getattr(signal.valid_signals, "_entrypoint_cached", False):
-        return
-    valid = frozenset(signal.valid_signals())
-
-    def valid_signals() -> set:
-        return set(valid)
-
-    valid_signals._entrypoint_cached = True
-    valid_signals.__doc__ = signal.valid_signals.__doc__
-    signal.valid_signals = valid_signals
-
-
-_cache_valid_signals()
-# Every other asynchronous signal goes to the CMD (as tini does). Several would otherwise
-# kill a runner that is not PID 1 (PWR, VTALRM, PROF, IO, real-time), orphaning services.
-# Not: job control (ignored, the CMD owns the terminal), synchronous faults, XCPU/XFSZ
-# (about the runner's own limits), CHLD (the reaper).
-FORWARDED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM, signal.SIGWINCH,
-                     signal.SIGPWR, signal.SIGURG, signal.SIGCONT, signal.SIGVTALRM,
-                     signal.SIGPROF, signal.SIGIO,
-                     *range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
-SWEEP_GRACE = 5.0   # leftover processes get this long between SIGTERM and SIGKILL
-_PR_SET_CHILD_SUBREAPER = 36
-
-
-def become_subreaper() -> bool:
-    """Not PID 1: ask the kernel to re-parent orphaned descendants to us instead."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
-
+from entrypoint.output.stream import StreamOutput
+from entrypoint.core.reaper import ExitStatus, Reaper
+from entrypoint.core.service import Runtime, Service
+from entrypoint.core.state import TERMINAL, State
+from entrypoint.core.spawn import SpawnError, spawn_foreground
+from entrypoint.config.spec import Config
+from entrypoint.core.signals import FORWARDED_SIGNALS, SHUTDOWN_SIGNALS, become_subreaper
+from entrypoint.core.sweep import SWEEP_GRACE, _comm, _signal_all, descendants
 
 class Supervisor:
     def __init__(self, config: Config, printer: Printer, *, cmd: list[str] | None = None,
@@ -441,46 +406,3 @@ class Supervisor:
             log.close()
         if not keep_ring:
             self.rings.pop(name, None)
-
-
-def descendants(root: int) -> list[int]:
-    """Every live process below `root` (all others, when `root` is PID 1), from /proc."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if fields[0] == b"Z":
-            continue   # a zombie: the reaper collects it
-        parents[int(entry)] = int(fields[1])
-    if root == 1:
-        return sorted(pid for pid in parents if pid != 1)
-    found, frontier = [], [root]
-    while frontier:
-        parent = frontier.pop()
-        children = [pid for pid, ppid in parents.items() if ppid == parent]
-        found += children
-        frontier += children
-    return sorted(found)
-
-
-def _comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return "?"
-
-
-def _signal_all(pids: Iterable[int], sig: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-

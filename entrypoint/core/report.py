@@ -32,7 +32,7 @@ import tempfile
 import time
 
 from entrypoint import __version__
-from entrypoint.output import utc_timestamp
+from entrypoint.output.printer import utc_timestamp
 
 REPORT_VERSION = 1
 LAST_LINES = 20

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, PlainValidator, StrictBool, StrictStr, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from .errors import Problem
-from .graph import did_you_mean
+from entrypoint.errors import Problem
+from entrypoint.config.graph import did_you_mean
 
 NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
 CONDITIONS = ("started", "healthy", "completed")

@@ -20,7 +20,8 @@ import sys
 import time
 
 from entrypoint.errors import EXIT_FAILURE, EXIT_USAGE, EntrypointError, Unreachable, UsageError
-from entrypoint.protocol import EXIT_FOR_CODE, VERSION, client_path, encode
+from entrypoint.cli.table import format_table
+from entrypoint.control.protocol import EXIT_FOR_CODE, VERSION, client_path, encode
 
 QUERY_TIMEOUT = 10.0        # list, status, health, logs: a runner silent this long is stuck
 
@@ -166,14 +167,6 @@ def exit_text(exit: dict | None) -> str:
         text = exit.get("text", "")
         return text.removeprefix("killed by ") if text.startswith("killed by ") else f"signal {exit['signal']}"
     return str(exit.get("code"))
-
-
-def format_table(headers: list[str], rows: list[list]) -> str:
-    """Left-aligned columns two spaces apart (output.format_table's twin: output.py pulls
-    in `typing`, a few milliseconds this path does not need to pay)."""
-    table = [[str(c) for c in row] for row in [headers, *rows]]
-    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table)
 
 
 def render_list(services: list[dict]) -> str:
@@ -378,7 +371,7 @@ class _LogPrinter:
         self.color = prefix and (bool(os.environ.get("FORCE_COLOR")) or (
             not os.environ.get("NO_COLOR") and sys.stdout.isatty()))
         if self.color:      # the runner's colours (output.py is not loaded otherwise)
-            from entrypoint.output import RESET, color_for
+            from entrypoint.output.printer import RESET, color_for
             self._color_for, self._reset = color_for, RESET
         self.out = sys.stdout
 

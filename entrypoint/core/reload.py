@@ -15,8 +15,8 @@ from collections import deque
 from dataclasses import dataclass
 
 from entrypoint.errors import ConfigError, EntrypointError
-from entrypoint.operations import OperationError
-from entrypoint.spec import Config
+from entrypoint.control.operations import OperationError
+from entrypoint.config.spec import Config
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class Reloader:
             raise OperationError("no_config", "this runner was started without a config file: "
                                               "there is nothing to reload")
         path, kind = self.source
-        from entrypoint import isolate   # pydantic stays out of the runner, as at start
+        from entrypoint.config import isolate   # pydantic stays out of the runner, as at start
 
         try:
             return await isolate.load_in_child(self.sup.reaper, path, kind, self.sup.environ)

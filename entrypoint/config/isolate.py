@@ -14,7 +14,7 @@ import sys
 from entrypoint.errors import ConfigError, EntrypointError, UsageError
 
 # Modules the runner needs anyway: imported by the parent while the child validates.
-RUNTIME_MODULES = ("asyncio", "entrypoint.output", "entrypoint.supervisor", "entrypoint.control")
+RUNTIME_MODULES = ("asyncio", "entrypoint.output.stream", "entrypoint.core.supervisor", "entrypoint.control.server")
 
 
 def start(func, *args, **kwargs):
@@ -167,16 +167,16 @@ async def load_in_child(reaper, path: str, kind: str, environ: dict[str, str]):
 
     For a reload inside the running runner: forking beside the event loop and the reaper
     would race them, and loading pydantic here would add ~20 MB for good. The child is
-    `python -m entrypoint.isolate PATH KIND`; it answers pickled on its stdout. Returns
+    `python -m entrypoint.config.isolate PATH KIND`; it answers pickled on its stdout. Returns
     (Config, warnings) or raises the child's EntrypointError.
     """
     import asyncio
     import pickle
 
-    from entrypoint.drain import Drain
-    from entrypoint.spawn import spawn
+    from entrypoint.core.drain import Drain
+    from entrypoint.core.spawn import spawn
 
-    child = spawn((sys.executable, "-m", "entrypoint.isolate", path, kind), env=environ,
+    child = spawn((sys.executable, "-m", "entrypoint.config.isolate", path, kind), env=environ,
                   tty=False)
     exited = reaper.wait(child.pid)        # in the same callback as the spawn
     answer, errors = _Collect(), _Collect()
@@ -198,7 +198,7 @@ async def load_in_child(reaper, path: str, kind: str, environ: dict[str, str]):
 def _child_main(path: str, kind: str) -> int:
     import pickle
 
-    from entrypoint import config
+    from entrypoint.config import load as config
 
     try:
         answer = ("ok", config.load(path, kind, os.environ))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from .errors import Problem
+from entrypoint.errors import Problem
 
 _EXPR = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:(:-|-|:\?)(.*))?", re.S)
 _HINT = "write ${NAME}, ${NAME:-default}, or $$ for a literal $"

@@ -13,48 +13,18 @@ import signal
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Callable
 
-from entrypoint import health
-from entrypoint.drain import Drain
-from entrypoint.output import Printer, StreamOutput
-from entrypoint.reaper import ExitStatus, Reaper
-from entrypoint.spawn import SpawnError, child_environment, resolve_identity, spawn
-from entrypoint.spec import ServiceSpec, Timeouts
+from entrypoint.core import health
+from entrypoint.core.drain import Drain
+from entrypoint.output.printer import Printer
+from entrypoint.output.stream import StreamOutput
+from entrypoint.core.reaper import ExitStatus, Reaper
+from entrypoint.core.spawn import SpawnError, child_environment, resolve_identity, spawn
+from entrypoint.config.spec import ServiceSpec, Timeouts
+from entrypoint.core.state import ALLOWED, TERMINAL, S, State, TransitionError
 
 DRAIN_GRACE = 1.0   # after the exit, how long to wait for a descendant holding its output open
-
-
-class State(str, Enum):
-    PENDING = "PENDING"
-    STARTING = "STARTING"
-    RUNNING = "RUNNING"
-    STOPPING = "STOPPING"
-    STOPPED = "STOPPED"
-    COMPLETED = "COMPLETED"
-    BACKOFF = "BACKOFF"
-    FAILED = "FAILED"
-    DISABLED = "DISABLED"
-
-
-S = State
-ALLOWED: dict[State, set[State]] = {
-    S.PENDING: {S.STARTING, S.STOPPED, S.FAILED},
-    S.STARTING: {S.RUNNING, S.STOPPING, S.STOPPED, S.COMPLETED, S.BACKOFF, S.FAILED},
-    S.RUNNING: {S.STOPPING, S.STOPPED, S.COMPLETED, S.BACKOFF, S.FAILED},
-    S.STOPPING: {S.STOPPED, S.COMPLETED, S.FAILED, S.BACKOFF},
-    S.BACKOFF: {S.STARTING, S.STOPPED, S.FAILED},
-    S.STOPPED: {S.PENDING},
-    S.COMPLETED: {S.PENDING},
-    S.FAILED: {S.PENDING},
-    S.DISABLED: {S.PENDING},
-}
-TERMINAL = {S.STOPPED, S.COMPLETED, S.FAILED, S.DISABLED}
-
-
-class TransitionError(RuntimeError):
-    pass
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Command line: parsing, dispatch and rendering, one module per family of subcommands."""

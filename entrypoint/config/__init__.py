@@ -1,0 +1,1 @@
+"""services.toml and Procfiles: loading, validation, and the frozen runtime spec."""

@@ -1,0 +1,1 @@
+"""The runtime that runs as PID 1: reaper, children, services, supervisor."""

@@ -1,0 +1,1 @@
+"""Service output: lines, prefixes, colour, log files, rings and the stdout writer."""
