@@ -1,8 +1,13 @@
-"""`entrypoint run`: validate, then supervise on one asyncio loop until the end."""
+"""`entrypoint run`: validate, wire the runner's faces, then supervise on one asyncio loop.
+
+The wiring is here, where a reader looks for it: the control socket and its operations,
+reload (SIGHUP and `entrypoint reload`), the SIGUSR1 table, the process title, the
+automatic PATH install and the `--report` file. control/ keeps only the socket's own code.
+"""
 
 from __future__ import annotations
 
-import argparse
+import difflib
 import os
 import shutil
 import signal
@@ -10,6 +15,7 @@ import sys
 
 from entrypoint.errors import EntrypointError
 from entrypoint.config.spec import Config
+from entrypoint.cli.options import RunOptions
 
 EXIT_CMD_NOT_FOUND = 127
 
@@ -24,7 +30,7 @@ def catch_early_signals() -> None:
         signal.signal(sig, lambda signum, frame: _early.append(signum))
 
 
-def run(args: argparse.Namespace, cmd: list[str], validation) -> int:
+def run(options: RunOptions, validation) -> int:
     """Supervise; `validation` is the config's validation under way (`isolate.start`)."""
     import asyncio      # here, not above: cli starts the config's validation before this
 
@@ -33,13 +39,13 @@ def run(args: argparse.Namespace, cmd: list[str], validation) -> int:
     config, warnings = validation.result()
     if config is None:
         config = Config(source="(no config)", services=())
+    cmd = list(options.cmd)
     if cmd and shutil.which(cmd[0], path=os.environ.get("PATH")) is None:
-        raise EntrypointError(f'command "{cmd[0]}" not found in PATH; nothing was started',
-                              EXIT_CMD_NOT_FOUND)
-    color = use_color(None if args.color == "auto" else args.color, os.environ,
+        raise EntrypointError(not_found_message(cmd[0]), EXIT_CMD_NOT_FOUND)
+    color = use_color(None if options.color == "auto" else options.color, os.environ,
                       os.isatty(sys.stdout.fileno()))
-    printer = Printer(sys.stdout.fileno(), color=color, timestamps=args.timestamps,
-                      log_format=args.log_format)
+    printer = Printer(sys.stdout.fileno(), color=color, timestamps=options.timestamps,
+                      log_format=options.log_format)
     printer.set_names([s.name for s in config.services])
     for problem in warnings:
         if not problem.check_only:
@@ -47,14 +53,95 @@ def run(args: argparse.Namespace, cmd: list[str], validation) -> int:
 
     from entrypoint.core.supervisor import Supervisor
 
-    supervisor = Supervisor(config, printer, cmd=cmd or None, ready_timeout=args.ready_timeout,
-                            log_lines=args.log_lines)
+    supervisor = Supervisor(config, printer, cmd=cmd or None,
+                            ready_timeout=options.ready_timeout, log_lines=options.log_lines)
     supervisor.early_signals = _early
-    from entrypoint.control.server import attach
-
-    attach(supervisor, args)    # control socket, reload, SIGUSR1 report, title, auto-install
-    if args.report:
+    attach_control(supervisor, options)
+    if options.report:
         from entrypoint.core.report import install as install_report
 
-        install_report(supervisor, args.report, cmd or None)
+        install_report(supervisor, options.report, cmd or None)
     return asyncio.run(supervisor.run())
+
+
+def not_found_message(word: str) -> str:
+    """A CMD not found; a word close to a subcommand is more likely a typo than a CMD."""
+    from entrypoint.cli.main import SUBCOMMANDS
+
+    message = f'command "{word}" not found in PATH; nothing was started'
+    close = difflib.get_close_matches(word, SUBCOMMANDS, n=1, cutoff=0.6)
+    if close:
+        message += (f' (did you mean "{close[0]}"? a first word that is not a subcommand '
+                    f'is run as the main command)')
+    return message
+
+
+def attach_control(supervisor, options: RunOptions) -> None:
+    """Give a Supervisor its control socket, reload, SIGUSR1 report, title and auto-install.
+
+    The socket is bound in a startup hook, before any service starts: a live socket of
+    another runner refuses the run with a clear message. Other errors creating it only
+    disable the control socket, with a warning.
+    """
+    from entrypoint.control.operations import Operations
+    from entrypoint.control.protocol import server_path
+    from entrypoint.control.server import ControlServer
+    from entrypoint.core.proctitle import Title
+    from entrypoint.core.reload import Reloader
+
+    config = supervisor.config
+    source = None
+    if os.path.isfile(config.source):
+        source = (os.path.abspath(config.source), "procfile" if config.procfile else "toml")
+    ops = Operations(supervisor)
+    ops.reloader = Reloader(supervisor, ops, source)
+    path = server_path(options.socket)
+    server = ControlServer(ops, path, supervisor.printer)
+    title = Title()
+    supervisor.control = server     # for tests and the HTTP API later
+
+    def on_change(service) -> None:
+        try:
+            # Once per loop iteration, not per change: a start or stop of N services makes
+            # N changes, and each summary walks all N (quadratic; profiled at 50 services).
+            title.update_soon(supervisor)
+            ops.index.ensure(service.name, supervisor.rings.get(service.name))
+        except Exception:       # cosmetics and bookkeeping must never break supervision
+            pass
+
+    async def startup(sup) -> None:
+        for spec in sup.config.services:      # rings first, so the index sees every block
+            sup.rings.setdefault(spec.name, _new_ring(sup))
+        ops.index.attach_all(sup.rings)
+        try:
+            await server.start()
+        except EntrypointError:
+            raise
+        except OSError as exc:
+            sup.printer.system(f"control socket disabled: cannot create {path}: "
+                               f"{exc.strerror or exc}; use --socket or ENTRYPOINT_SOCKET "
+                               f"to put it elsewhere", "warning")
+        if not options.no_install:
+            from entrypoint.cli.install import auto_install
+            auto_install(sup.printer)
+        title.update(sup)
+
+    async def shutdown(sup) -> None:
+        await server.close()
+
+    supervisor.startup_hooks.append(startup)
+    supervisor.shutdown_hooks.append(shutdown)
+    supervisor.change_listeners.append(on_change)
+    supervisor.on_reload_signal = ops.reloader.on_signal
+    supervisor.on_report_signal = lambda: print_table(supervisor)
+
+
+def print_table(supervisor) -> None:
+    """SIGUSR1 (no CMD): print the `list` table into the log."""
+    from entrypoint.control.client import render_list
+    supervisor.printer.system("services (SIGUSR1):\n" + render_list(supervisor.snapshot()))
+
+
+def _new_ring(supervisor):
+    from entrypoint.output.ring import LogRing
+    return LogRing(supervisor.log_lines)

@@ -20,7 +20,7 @@ import time
 
 from entrypoint.errors import EntrypointError
 from entrypoint.control.operations import OperationError, Operations
-from entrypoint.control.protocol import MAX_REQUEST, REQUEST_TIMEOUT, VERSION, encode, error, server_path
+from entrypoint.control.protocol import MAX_REQUEST, REQUEST_TIMEOUT, VERSION, encode, error
 
 MAX_CONNECTIONS = 64
 WRITE_TIMEOUT = 10.0           # a peer that does not read its reply for this long is dropped
@@ -334,72 +334,3 @@ def parse_request(line: bytes) -> tuple[dict | None, dict | None]:
     if "id" in request:
         parsed["id"] = request["id"]
     return parsed, None
-
-
-def report(supervisor) -> None:
-    """SIGUSR1 (no CMD): print the `list` table into the log."""
-    from entrypoint.control.client import render_list
-    supervisor.printer.system("services (SIGUSR1):\n" + render_list(supervisor.snapshot()))
-
-
-def attach(supervisor, args) -> None:
-    """Give a Supervisor its control socket, reload, SIGUSR1 report, title and auto-install.
-
-    The socket is bound in a startup hook, before any service starts: a live socket of
-    another runner refuses the run with a clear message. Other errors creating it only
-    disable the control socket, with a warning.
-    """
-    from entrypoint.core.proctitle import Title
-    from entrypoint.core.reload import Reloader
-
-    config = supervisor.config
-    source = None
-    if os.path.isfile(config.source):
-        source = (os.path.abspath(config.source), "procfile" if config.procfile else "toml")
-    ops = Operations(supervisor)
-    ops.reloader = Reloader(supervisor, ops, source)
-    path = server_path(getattr(args, "socket", None))
-    server = ControlServer(ops, path, supervisor.printer)
-    title = Title()
-    supervisor.control = server     # for tests and the HTTP API later
-
-    def on_change(service) -> None:
-        try:
-            # Once per loop iteration, not per change: a start or stop of N services makes
-            # N changes, and each summary walks all N (quadratic; profiled at 50 services).
-            title.update_soon(supervisor)
-            ops.index.ensure(service.name, supervisor.rings.get(service.name))
-        except Exception:       # cosmetics and bookkeeping must never break supervision
-            pass
-
-    async def startup(sup) -> None:
-        for spec in sup.config.services:      # rings first, so the index sees every block
-            sup.rings.setdefault(spec.name, _new_ring(sup))
-        ops.index.attach_all(sup.rings)
-        try:
-            await server.start()
-        except EntrypointError:
-            raise
-        except OSError as exc:
-            sup.printer.system(f"control socket disabled: cannot create {path}: "
-                               f"{exc.strerror or exc}; use --socket or ENTRYPOINT_SOCKET "
-                               f"to put it elsewhere", "warning")
-        if not getattr(args, "no_install", False):
-            from entrypoint.cli.install import auto_install
-            auto_install(sup.printer)
-        title.update(sup)
-
-    async def shutdown(sup) -> None:
-        await server.close()
-
-    supervisor.startup_hooks.append(startup)
-    supervisor.shutdown_hooks.append(shutdown)
-    supervisor.change_listeners.append(on_change)
-    supervisor.on_reload_signal = ops.reloader.on_signal
-    supervisor.on_report_signal = lambda: report(supervisor)
-
-
-def _new_ring(supervisor):
-    from entrypoint.output.ring import LogRing
-    return LogRing(supervisor.log_lines)
-
