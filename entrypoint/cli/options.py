@@ -25,7 +25,7 @@ FALSE_WORDS = ("0", "false", "no", "off")
 
 # ---------------------------------------------------------------- value converters
 # Each takes the text of a flag or a variable and returns the value, or raises ValueError
-# with a message that fits after "argument --flag: " and after "ENTRYPOINT_FLAG=...: ".
+# with a message that fits after "argument --log-lines: " and after its variable's name.
 
 def text(value: str) -> str:
     if not value:

@@ -105,3 +105,38 @@ def _options_without_help(text: str) -> list[str]:
         if not (beside or below):
             bare.append(line)
     return bare
+
+
+def test_check_reports_every_problem_located_never_a_traceback(run_entrypoint, write_config,
+                                                              tmp_path):
+    path = write_config(r'''
+        [[services]]
+        name = "app"
+        command = "no-such-program-q"
+        restart = "sometimes"
+        user = "no-such-user-q"
+        directory = "/nonexistent-dir-q"
+
+        [[services]]
+        name = "sh"
+        command = "echo"
+        args = ["a"]
+        shell = true
+
+        [[services]]
+        name = "nul"
+        command = "/bin/ec\u0000ho"
+        directory = "/tm\u0000p"
+        user = "ro\u0000ot"
+        ''')
+    status, err = finished(run_entrypoint("check", "-c", path, cwd=tmp_path))
+    assert status == 2, err
+    assert "Traceback" not in err
+    for expected in ('services[0] "app": restart:', 'services[0] "app": command:',
+                     'services[0] "app": user:', 'services[0] "app": directory:',
+                     'services[1] "sh": shell: shell = true cannot be used with args',
+                     'services[2] "nul": command: contains a NUL character',
+                     'services[2] "nul": directory: contains a NUL character',
+                     'services[2] "nul": user: contains a NUL character'):
+        assert expected in err, (expected, err)
+    assert "8 problems" in err, err
