@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from entrypoint.cli import options
@@ -76,3 +79,24 @@ def test_every_option_is_in_the_environment_help():
     text = options.environment_help()
     for o in OPTIONS:
         assert o.env in text and o.flags[0] in text
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_readme_option_table_has_every_variable():
+    text = README.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    for o in OPTIONS:
+        assert any(f"`{o.env}" in row and f"`{o.flags[0]}" in row.replace("`install ", "`")
+                   for row in rows), o.env
+
+
+def test_readme_stands_alone():
+    text = README.read_text()
+    for target in re.findall(r"\]\(([^)]+)\)", text):
+        assert "://" not in target, target
+        path = (README.parent / target.split("#")[0]).resolve()
+        assert path.is_relative_to(README.parent) and path.exists(), target
+    for term in ("CONTRACT", "DESIGN", "§", "the seed"):
+        assert term not in text, term
