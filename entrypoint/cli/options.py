@@ -112,9 +112,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("ENTRYPOINT_TIMESTAMPS", ("--timestamps",), "timestamps", boolean, None,
            "prefix every line with an ISO-8601 time", (RUN,)),
     Option("ENTRYPOINT_LOG_FORMAT", ("--log-format",), "log_format", choice("text", "json"),
-           "FORMAT", "text: 'name | line'; json: one object per line "
+           None, "text: 'name | line'; json: one object per line "
            "(ts, service, stream, line)", (RUN,)),
-    Option("ENTRYPOINT_COLOR", ("--color",), "color", choice("auto", "always", "never"), "WHEN",
+    Option("ENTRYPOINT_COLOR", ("--color",), "color", choice("auto", "always", "never"), None,
            "colour the names; auto: FORCE_COLOR, then NO_COLOR, then whether stdout "
            "is a terminal", (RUN,)),
     Option("ENTRYPOINT_LOG_LINES", ("--log-lines",), "log_lines", count, "N",
@@ -183,7 +183,9 @@ def add_options(parser: argparse.ArgumentParser, command: str) -> list[Option]:
             parser.add_argument(*o.flags, dest=o.dest, action="store_true", default=None,
                                 help=help_text)
         else:
-            parser.add_argument(*o.flags, dest=o.dest, metavar=o.metavar, default=None,
+            choices = getattr(o.convert, "choices", None)
+            parser.add_argument(*o.flags, dest=o.dest, default=None,
+                                metavar="|".join(choices) if choices else o.metavar,
                                 type=_flag_type(o.convert), help=help_text)
     return chosen
 
