@@ -180,8 +180,11 @@ def _build(raw: dict[str, Any], path: str, environ: Mapping[str, str], problems:
     problems.extend(graph_problems)
     specs = []
     for index, where, model, failed in models:
-        deps = _resolve_deps(model, where, by_name, problems)
-        spec = service_spec(model, where, deps, base, environ, problems)
+        found: list[Problem] = []
+        deps = _resolve_deps(model, where, by_name, found)
+        spec = service_spec(model, where, deps, base, environ, found)
+        stand_ins = {f"{where}: {key}" for key in failed}
+        problems.extend(p for p in found if p.where not in stand_ins)
         if not failed:
             specs.append(spec)
     _shutdown_warnings(specs, timeouts, problems, cyclic=bool(graph_problems))
@@ -189,13 +192,16 @@ def _build(raw: dict[str, Any], path: str, environ: Mapping[str, str], problems:
 
 
 def _without(item: dict[str, Any], failed: frozenset[str]) -> ServiceModel | None:
-    """The service with the keys that failed their shape left out, to check the others;
-    None when it cannot be checked further (its command failed)."""
-    if "command" in failed:
-        return None
+    """The service with the keys that failed their shape left out, to check the others.
+
+    A failed name or command gets a stand-in, so that the rest is still checked; what
+    the checks then say about the stand-in is dropped by `_build`.
+    """
     rest = {k: v for k, v in item.items() if k not in failed}
     if "name" in failed:
-        rest["name"] = "_"      # only a stand-in: problems are located by index then
+        rest["name"] = "_"
+    if "command" in failed:
+        rest["command"] = ""
     try:
         return ServiceModel.model_validate(rest)
     except ValidationError:

@@ -956,6 +956,15 @@ def test_a_bad_name_or_unknown_key_hides_no_other_problem(write):
     ]
 
 
+def test_a_bad_command_hides_no_other_problem(write):
+    path = write('[[services]]\nname = "app"\ncommand = 5\nuser = "no-such-user-q"\n')
+    assert errors(path) == [
+        'services[0] "app": command: expected a string, got 5',
+        'services[0] "app": user: no user "no-such-user-q" on this system (create it in the image '
+        'with useradd no-such-user-q, or use a numeric id)',
+    ]
+
+
 @pytest.mark.parametrize("key,value", [("command", '"/bin/sl\\u0000eep"'),
                                        ("args", '["a\\u0000b"]'),
                                        ("directory", '"/tm\\u0000p"'),
