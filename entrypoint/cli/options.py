@@ -14,7 +14,7 @@ import argparse
 import math
 import textwrap
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from entrypoint.errors import EXIT_USAGE, EntrypointError, UsageError
@@ -161,7 +161,7 @@ class RunOptions:
     socket: str | None = None          # None: the default place (control.protocol)
     report: str | None = None
     no_install: bool = False
-    cmd: tuple[str, ...] = field(default=())
+    cmd: tuple[str, ...] = ()
 
 
 def _flag_type(convert: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -170,7 +170,6 @@ def _flag_type(convert: Callable[[str], Any]) -> Callable[[str], Any]:
             return convert(value)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
-    flag_type.__name__ = convert.__name__    # argparse names the type in some messages
     return flag_type
 
 
@@ -194,9 +193,10 @@ def from_environment(namespace: argparse.Namespace, chosen: list[Option],
                      environ: Mapping[str, str]) -> dict[str, Any]:
     """Each option's value: the flag, else its variable (checked), else unset (absent).
 
-    An empty variable counts as unset, as `docker run -e NAME=` means "no value".
+    An empty variable counts as unset, as `docker run -e NAME=` means "no value". Every
+    bad variable is reported at once, in one UsageError.
     """
-    values = {}
+    values, bad = {}, []
     for o in chosen:
         value = getattr(namespace, o.dest)
         raw = environ.get(o.env, "")
@@ -204,14 +204,16 @@ def from_environment(namespace: argparse.Namespace, chosen: list[Option],
             try:
                 value = o.convert(raw)
             except ValueError as exc:
-                raise UsageError(f"{o.env} ({o.flags[0]}): {exc}") from None
+                bad.append(f"{o.env} ({o.flags[0]}): {exc}")
         if value is not None:
             values[o.dest] = value
+    if bad:
+        raise UsageError("\nentrypoint: ".join(bad))
     return values
 
 
 def check_environment(environ: Mapping[str, str], command: str = RUN) -> None:
-    """UsageError for the first variable of `command` whose value its flag would refuse."""
+    """UsageError for the variables of `command` whose values their flags would refuse."""
     from_environment(argparse.Namespace(**{o.dest: None for o in OPTIONS}),
                      [o for o in OPTIONS if command in o.commands], environ)
 

@@ -100,3 +100,11 @@ def test_readme_stands_alone():
         assert path.is_relative_to(README.parent) and path.exists(), target
     for term in ("CONTRACT", "DESIGN", "§", "the seed"):
         assert term not in text, term
+
+
+def test_every_bad_variable_is_reported_at_once():
+    with pytest.raises(UsageError) as caught:
+        parse_run([], {"ENTRYPOINT_COLOR": "blue", "ENTRYPOINT_LOG_LINES": "x"})
+    text = caught.value.render()
+    assert "ENTRYPOINT_COLOR (--color)" in text and "ENTRYPOINT_LOG_LINES (--log-lines)" in text
+    assert caught.value.exit_status == 2
