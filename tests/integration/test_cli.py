@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,22 @@ def test_check_reports_every_problem_located_never_a_traceback(run_entrypoint, w
                      'services[2] "nul": user: contains a NUL character'):
         assert expected in err, (expected, err)
     assert "8 problems" in err, err
+
+
+def test_example_web_server_listens_where_web_host_says(run_entrypoint, tagged, tmp_path):
+    # Dockerfile.example sets WEB_HOST=0.0.0.0 so that `docker run -p` reaches the demo;
+    # without it the example stays on loopback. `tagged` kills every service at the end.
+    from conftest import free_port
+
+    for host in ("0.0.0.0", None):
+        port = free_port()
+        env = {k: v for k, v in tagged.items() if k != "WEB_HOST"}
+        env["WEB_PORT"] = str(port)
+        if host:
+            env["WEB_HOST"] = host
+        runner = run_entrypoint("-c", str(ROOT / "services.toml.example"), cwd=tmp_path, env=env)
+        runner.wait_for(rf"^web +\| Serving HTTP on {re.escape(host or '127.0.0.1')} "
+                        rf"port {port}\b", timeout=30)
+        runner.wait_for(r"^entrypoint +\| web: healthy", timeout=30)
+        runner.signal(signal.SIGTERM)
+        assert runner.wait(20) == 0, runner.output
