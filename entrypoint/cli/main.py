@@ -17,6 +17,7 @@ from entrypoint.errors import EntrypointError, UsageError
 CONTROL_COMMANDS = ("list", "status", "start", "stop", "restart", "logs", "reload",
                     "shutdown", "health", "exec")
 SUBCOMMANDS = ("run", "check", "install", "version", *CONTROL_COMMANDS)
+EXIT_CMD_NOT_FOUND = 127    # as a shell and `docker run` say it
 
 
 TOP_HELP = f"""entrypoint {__version__} - a PID-1-safe container entrypoint and process supervisor
@@ -121,11 +122,16 @@ def cmd_check(argv: list[str]) -> int:
 
 
 def cmd_run(argv: list[str]) -> int:
+    import shutil     # here, not above: the control commands go without it
+
     from entrypoint.cli.options import parse_run
     from entrypoint.cli.run import catch_early_signals, run
 
     catch_early_signals()
     options = parse_run(argv, os.environ)
+    # Before the config is even validated: a typo of a subcommand fails at once.
+    if options.cmd and shutil.which(options.cmd[0], path=os.environ.get("PATH")) is None:
+        raise EntrypointError(not_found_message(options.cmd[0]), EXIT_CMD_NOT_FOUND)
     # Validate in a child from here on, while this process imports the runtime.
     from entrypoint.config import isolate
 
@@ -138,6 +144,18 @@ def cmd_run(argv: list[str]) -> int:
 
 
 _WHOLE_PROCESS = False
+
+
+def not_found_message(word: str) -> str:
+    """A CMD not found; a word close to a subcommand is more likely a typo than a CMD."""
+    import difflib
+
+    message = f'command "{word}" not found in PATH; nothing was started'
+    close = difflib.get_close_matches(word, SUBCOMMANDS, n=1, cutoff=0.6)
+    if close:
+        message += (f' (did you mean "{close[0]}"? a first word that is not a subcommand '
+                    f'is run as the main command)')
+    return message
 
 
 def _exit_now(status: int) -> None:

@@ -7,17 +7,13 @@ automatic PATH install and the `--report` file. control/ keeps only the socket's
 
 from __future__ import annotations
 
-import difflib
 import os
-import shutil
 import signal
 import sys
 
 from entrypoint.errors import EntrypointError
 from entrypoint.config.spec import Config
 from entrypoint.cli.options import RunOptions
-
-EXIT_CMD_NOT_FOUND = 127
 
 # Signals that arrive while we validate, before the loop's handlers exist. As PID 1 the
 # kernel drops a signal that has no handler, so a `docker stop` then would be lost.
@@ -40,8 +36,6 @@ def run(options: RunOptions, validation) -> int:
     if config is None:
         config = Config(source="(no config)", services=())
     cmd = list(options.cmd)
-    if cmd and shutil.which(cmd[0], path=os.environ.get("PATH")) is None:
-        raise EntrypointError(not_found_message(cmd[0]), EXIT_CMD_NOT_FOUND)
     color = use_color(None if options.color == "auto" else options.color, os.environ,
                       os.isatty(sys.stdout.fileno()))
     printer = Printer(sys.stdout.fileno(), color=color, timestamps=options.timestamps,
@@ -62,18 +56,6 @@ def run(options: RunOptions, validation) -> int:
 
         install_report(supervisor, options.report, cmd or None)
     return asyncio.run(supervisor.run())
-
-
-def not_found_message(word: str) -> str:
-    """A CMD not found; a word close to a subcommand is more likely a typo than a CMD."""
-    from entrypoint.cli.main import SUBCOMMANDS
-
-    message = f'command "{word}" not found in PATH; nothing was started'
-    close = difflib.get_close_matches(word, SUBCOMMANDS, n=1, cutoff=0.6)
-    if close:
-        message += (f' (did you mean "{close[0]}"? a first word that is not a subcommand '
-                    f'is run as the main command)')
-    return message
 
 
 def attach_control(supervisor, options: RunOptions) -> None:
