@@ -1,10 +1,10 @@
 """Find and load `services.toml` or a Procfile into a validated `spec.Config`.
 
 pydantic checks the shape of each table (unknown keys, types, ranges); then each service
-is checked against the filesystem and the user database (`resolve.py`), the fields that
-failed their shape left out so that one bad field hides no other problem, and the
-services against each other (`graph.py`). Every problem found is collected and raised at once as `ConfigError`;
-bad input never shows a traceback.
+is checked against the filesystem and the user database (`resolve.py`) -- with the fields
+that failed their shape left out, so that one bad field hides no other problem -- and
+the services against each other (`graph.py`). Every problem found is collected and
+raised at once as `ConfigError`; bad input never shows a traceback.
 """
 
 from __future__ import annotations
