@@ -22,6 +22,7 @@ from entrypoint.config.spec import HealthSpec, ServiceSpec
 from entrypoint.errors import Problem
 
 PATH_HINT = "use an absolute path or add its directory to PATH"
+MAX_ID = 2**32 - 2      # (uid_t) -1 means "no change" to the kernel
 
 
 def read_dotenv(path: str, where: str, problems: list[Problem], environ: Mapping[str, str]) -> dict[str, str]:
@@ -184,6 +185,9 @@ def _check_identity(m: ServiceModel, bad: Callable[..., None]) -> None:
             continue
         if value.isdigit():
             ident = int(value)
+            if ident > MAX_ID:
+                bad(key, f"{key} id {value} is out of range", f"ids go up to {MAX_ID}")
+                continue
         else:
             try:
                 entry = db(value)

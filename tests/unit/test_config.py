@@ -965,6 +965,12 @@ def test_a_bad_command_hides_no_other_problem(write):
     ]
 
 
+@pytest.mark.parametrize("key", ["user", "group"])
+def test_a_numeric_id_out_of_range_is_a_problem(write, key):
+    [p] = errors(write(service(f'{key} = "99999999999999999999"\n')))
+    assert p == f'services[0] "s": {key}: {key} id 99999999999999999999 is out of range (ids go up to 4294967294)'
+
+
 @pytest.mark.parametrize("key,value", [("command", '"/bin/sl\\u0000eep"'),
                                        ("args", '["a\\u0000b"]'),
                                        ("directory", '"/tm\\u0000p"'),
