@@ -88,10 +88,11 @@ def cmd_install(argv: list[str]) -> int:
         description="Make `entrypoint` reachable on PATH: a symlink in /usr/local/bin "
                     "(or $ENTRYPOINT_INSTALL_DIR) to this installation's executable. Does "
                     "nothing when `entrypoint` is on PATH already.")
-    parser.add_argument("--dir", default=install_dir(), metavar="DIR",
-                        help="where to put the link (default: $ENTRYPOINT_INSTALL_DIR or "
-                             "/usr/local/bin)")
-    args = parser.parse_args(argv)
+    from entrypoint.cli import options     # --dir and its variable, from the one table
+
+    chosen = options.add_options(parser, options.INSTALL)
+    values = options.from_environment(options.parse(parser, argv), chosen, os.environ)
+    directory = values.get("dir", DEFAULT_DIR)
     found = on_path()
     if found:
         print(f"entrypoint is on PATH already: {found}")
@@ -101,10 +102,10 @@ def cmd_install(argv: list[str]) -> int:
         raise InstallError(f"found no `entrypoint` executable to link to (looked at "
                            f"{sys.argv[0]} and beside {sys.executable}); run it by the "
                            f"console script's path, e.g. /opt/venv/bin/entrypoint install")
-    link, created = install(args.dir, target)
+    link, created = install(directory, target)
     print(f"{'installed' if created else 'already installed:'} {link} -> {target}")
-    if not _dir_on_path(args.dir, os.environ):
-        print(f"note: {args.dir} is not on PATH here", file=sys.stderr)
+    if not _dir_on_path(directory, os.environ):
+        print(f"note: {directory} is not on PATH here", file=sys.stderr)
     return 0
 
 
