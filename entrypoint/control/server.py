@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import json
 import os
+import pwd
 import socket
 import stat
 import struct
 import time
 
-from entrypoint.errors import EntrypointError
+from entrypoint.errors import EntrypointError, UsageError
 from entrypoint.control.operations import OperationError, Operations
 from entrypoint.control.protocol import MAX_REQUEST, REQUEST_TIMEOUT, VERSION, encode, error, server_path
 
@@ -94,13 +96,16 @@ def bind_socket(path: str, say=None) -> tuple[socket.socket, tuple[int, int]]:
     """A listening socket at `path`, mode 0600; replaces a stale one, never a live one.
 
     Raises EntrypointError when another runner listens there, or when the path is taken
-    by something that is not a socket. Returns the socket and its (st_dev, st_ino).
+    by something that is not a socket; UsageError (exit 2) when its directory does not
+    exist. Returns the socket and its (st_dev, st_ino).
     """
     if len(os.fsencode(path)) > 107:
         raise EntrypointError(f"control socket path too long ({len(path)} bytes, at most 107): "
                               f"{path}; choose a shorter one with --socket or ENTRYPOINT_SOCKET")
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, mode=0o755, exist_ok=True)
+    if not os.path.isdir(directory):    # never create it: a typo must not make directories
+        raise UsageError(f"control socket {path}: directory {directory} does not exist; "
+                         f"create it, or choose another path with --socket or ENTRYPOINT_SOCKET")
     lock = _DirLock(directory)
     try:
         try:
@@ -239,14 +244,14 @@ class ControlServer:
             if request["op"] == "logs" and request["args"].get("follow"):
                 await self._follow(request, reader, writer)
                 return
-            await self._send(writer, await self.answer(request))
+            await self._send(writer, await self.answer(request, origin=_origin(uid)))
             if reader.at_eof():
                 return
 
-    async def answer(self, request: dict) -> dict:
+    async def answer(self, request: dict, origin: str = "") -> dict:
         """The reply to a parsed request (also used by tests and, later, other transports)."""
         try:
-            result = await self.ops.call(request["op"], request["args"])
+            result = await self.ops.call(request["op"], request["args"], origin)
             reply = {"v": VERSION, "ok": True, "result": result}
         except OperationError as exc:
             reply = error(exc.code, exc.message, **exc.details)
@@ -311,6 +316,19 @@ class ControlServer:
             closed.cancel()
 
 
+@functools.lru_cache(maxsize=16)
+def _origin(uid: int) -> str:
+    """Who asked, for the runner's log: `root (uid 0) via control socket`.
+
+    Cached: a user lookup may block (NSS), and only root and the runner's own uid get
+    this far, so the loop pays for it once or twice in the runner's life.
+    """
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid}) via control socket"
+    except KeyError:
+        return f"uid {uid} via control socket"
+
+
 def parse_request(line: bytes) -> tuple[dict | None, dict | None]:
     """(request, None) for a well-formed request line, else (None, error reply)."""
     try:
@@ -338,7 +356,7 @@ def parse_request(line: bytes) -> tuple[dict | None, dict | None]:
 
 def report(supervisor) -> None:
     """SIGUSR1 (no CMD): print the `list` table into the log."""
-    from entrypoint.control.client import render_list
+    from entrypoint.cli.render import render_list
     supervisor.printer.system("services (SIGUSR1):\n" + render_list(supervisor.snapshot()))
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from entrypoint.cli import install as install_mod
 from entrypoint.control import protocol
-from entrypoint.control.client import exit_text, human_duration, render_list
+from entrypoint.cli.render import exit_text, human_duration, render_list
 from entrypoint.control.server import bind_socket, parse_request, refusal
 from entrypoint.errors import EntrypointError
 from entrypoint.control.operations import LogIndex, OperationError, Operations
@@ -252,6 +252,7 @@ def test_install_links_once_and_refuses_strangers(tmp_path, monkeypatch):
 
 def test_client_does_not_load_the_runtime():
     code = ("import sys, entrypoint.cli.main, entrypoint.control.client, entrypoint.control.protocol\n"
+            "import entrypoint.cli.control_commands, entrypoint.cli.render\n"
             "heavy = [m for m in sys.modules if m.split('.')[0] in ('pydantic', 'asyncio', "
             "'subprocess', 'dotenv') or m in ('entrypoint.core.supervisor', 'entrypoint.core.service', "
             "'entrypoint.config.load', 'entrypoint.control.server', 'entrypoint.control.operations')]\n"
