@@ -61,7 +61,7 @@ class Connection:
         self._send_failed = False
         self.sock.settimeout(timeout)
         hint = ("is entrypoint running? If its socket is elsewhere, point at it with "
-                f"ENTRYPOINT_SOCKET=PATH or --socket PATH")
+                "ENTRYPOINT_SOCKET=PATH or --socket PATH")
         if len(places) > 1:
             hint += f" (looked at {', '.join(places)})"
         try:
