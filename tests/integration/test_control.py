@@ -445,6 +445,20 @@ def test_manual_actions_say_who_asked_in_the_runner_log(basic, sock):
     assert any(re.fullmatch(f"restart requested {who}", h["reason"]) for h in history), history
 
 
+def test_a_health_restart_says_why_in_the_runner_log(run_entrypoint, write_config, sock):
+    config = write_config("""
+        [[services]]
+        name = "api"
+        command = "sleep"
+        args = ["1000"]
+        healthcheck = { exec = ["false"], interval = 0.2, retries = 2, on_unhealthy = "restart" }
+    """)
+    runner = start_runner(run_entrypoint, config, sock)
+    runner.wait_for(r'entrypoint \| api: unhealthy after 2 failed checks: exit status 1; '
+                    r'restarting it \(on_unhealthy = "restart"\)$')
+    runner.wait_for(r"entrypoint \| api: started \(pid \d+\)", count=2)
+
+
 def test_a_closed_pipe_ends_the_client_quietly(basic, sock):
     """`entrypoint status --json | head -c 100`: no traceback, the status of `cat`."""
     commands = [["list"], ["list", "--json"], ["status"], ["status", "--json"], ["health"],
