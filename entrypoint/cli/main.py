@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         if command == "install":
             from entrypoint.cli.install import cmd_install
             return cmd_install(rest)
-        from entrypoint.control import client
-        return client.main(command, rest)
+        from entrypoint.cli import control_commands
+        return control_commands.main(command, rest)
     except EntrypointError as exc:
         message = exc.render()
         if message:

@@ -120,7 +120,7 @@ def attach_control(supervisor, options: RunOptions) -> None:
 
 def print_table(supervisor) -> None:
     """SIGUSR1 (no CMD): print the `list` table into the log."""
-    from entrypoint.control.client import render_list
+    from entrypoint.cli.render import render_list
     supervisor.printer.system("services (SIGUSR1):\n" + render_list(supervisor.snapshot()))
 
 
