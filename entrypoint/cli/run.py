@@ -31,6 +31,7 @@ def run(options: RunOptions, validation) -> int:
     import asyncio      # here, not above: cli starts the config's validation before this
 
     from entrypoint.output.printer import Printer, use_color
+    from entrypoint.output.writer import write_now
 
     config, warnings = validation.result()
     if config is None:
@@ -41,6 +42,8 @@ def run(options: RunOptions, validation) -> int:
     printer = Printer(sys.stdout.fileno(), color=color, timestamps=options.timestamps,
                       log_format=options.log_format)
     printer.set_names([s.name for s in config.services])
+    printer.writer.on_first_drop = lambda: write_now(
+        2, b"entrypoint: stdout is not being read; dropping output from now on\n")
     for problem in warnings:
         if not problem.check_only:
             printer.system(f"warning: {problem.render()}", "warning")
@@ -55,7 +58,18 @@ def run(options: RunOptions, validation) -> int:
         from entrypoint.core.report import install as install_report
 
         install_report(supervisor, options.report, cmd or None)
-    return asyncio.run(supervisor.run())
+    status = asyncio.run(supervisor.run())
+    report_dropped(printer)
+    return status
+
+
+def report_dropped(printer) -> None:
+    """The runner's last word, on stderr: how much output a stalled stdout cost."""
+    from entrypoint.output.writer import write_now
+
+    if printer.dropped:
+        write_now(2, f"entrypoint: {printer.dropped} line(s) of output dropped: stdout was "
+                     f"not read (closed, or stalled at exit)\n".encode())
 
 
 def attach_control(supervisor, options: RunOptions) -> None:
