@@ -453,9 +453,8 @@ def test_ring_tail_and_eviction():
     ring.append(b"3\n")
     ring.append(b"4\n5\n6\n")
     assert ring.tail(2) == ["5", "6"]
-    assert ring.tail(100) == ["1", "2", "3", "4", "5", "6"]    # 6 - 2 < 5: nothing dropped
+    assert ring.tail(100) == ["2", "3", "4", "5", "6"]      # "1" cut out of its block
     ring.append(b"7\n8\n")
-    # blocks [3],[4 5 6],[7 8] = 6 lines; dropping [3] would leave 5 >= 5: dropped
     assert len(ring) == 5
     assert ring.tail() == ["4", "5", "6", "7", "8"]
     assert ring.tail(0) == []
@@ -463,15 +462,34 @@ def test_ring_tail_and_eviction():
     assert ring.tail(1) == ["x\ufffd"]
 
 
-def test_ring_keeps_at_least_max_lines():
+def test_ring_keeps_max_lines_even_of_one_burst():
+    # Regression: a block was never split, so `--log-lines 10` kept 5,000 lines of a burst.
     ring = LogRing(3)
     for i in range(50):
         ring.append(b"%d\n" % i)
         assert len(ring) == min(i + 1, 3)
     assert ring.tail(10) == ["47", "48", "49"]
-    big = LogRing(2)
-    big.append(b"a\nb\nc\nd\n")     # a single block is never split
-    assert big.tail(2) == ["c", "d"]
+    big = LogRing(10)
+    big.append(b"".join(b"%d\n" % i for i in range(5000)))
+    assert len(big) == 10 and big.tail() == [str(i) for i in range(4990, 5000)]
+    big.append(b"".join(b"n%d\n" % i for i in range(4)))
+    assert big.tail() == [str(i) for i in range(4994, 5000)] + ["n0", "n1", "n2", "n3"]
+
+
+def test_ring_is_bounded_in_bytes():
+    # Regression: 1,000 lines of 100 KB held the runner at 125 MB.
+    ring = LogRing(1000, max_bytes=1_000_000)
+    for i in range(300):
+        ring.append(b"%04d" % i + b"x" * 99_995 + b"\n")     # 100 KB lines, one per block
+    assert ring._bytes <= 1_000_000 and len(ring) == 10
+    assert ring.tail()[0].startswith("0290") and ring.tail()[-1].startswith("0299")
+    ring.append(b"".join(b"%04d" % i + b"y" * 49_995 + b"\n" for i in range(100)))
+    assert ring._bytes <= 1_000_000 and len(ring) == 20     # one burst, cut at the front
+    assert ring.tail()[0].startswith("0080") and ring.tail()[-1].startswith("0099")
+    huge = b"z" * 3_000_000 + b"\n"
+    ring.append(huge)                   # the newest line is kept, even alone over the bound
+    assert ring.tail() == ["z" * 3_000_000] and ring._bytes == len(huge)
+    assert LogRing().max_bytes == 1 << 20                   # the default bound
 
 
 def test_ring_subscribe_unsubscribe():
