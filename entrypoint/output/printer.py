@@ -105,6 +105,7 @@ class Printer:
         once more (~4 us per 4 KiB PTY read, a third of the cost of a block; profiled).
         """
         if self.gone or not block:
+            self.writer.dropped += block.count(b"\n")     # counted, never prefixed
             return None
         if self.json:
             lines = block.decode("utf-8", "replace").split("\n")
@@ -129,6 +130,7 @@ class Printer:
     def system(self, message: str, level: str = "info") -> None:
         """Print a runner message under the name `entrypoint`."""
         if self.gone:
+            self.writer.dropped += message.rstrip("\n").count("\n") + 1
             return
         lines = message.rstrip("\n").split("\n")
         if self.json:
