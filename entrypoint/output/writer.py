@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import os
 import select
 import socket
@@ -28,6 +29,8 @@ HIGH_WATER = 1 << 20        # queued bytes above which the services' readers pau
 LIMIT = 16 << 20            # queued bytes above which new output is dropped (memory of PID 1)
 FINAL_STALL = 1.0           # at exit: give up the final flush after this long without progress
 _PIPE_BUF = 4096            # a write this small fits once poll says the pipe has room
+PIPE_SIZE = 1 << 20         # stdout pipes are grown to this (pipe-max-size allows it unprivileged)
+_F_GETPIPE_SZ, _F_SETPIPE_SZ = 1032, 1031
 # The reader is gone for good: drop everything from now on.
 _GONE = frozenset({errno.EPIPE, errno.EBADF, errno.EIO, errno.ENXIO, errno.ECONNRESET})
 
@@ -42,6 +45,8 @@ def open_private(fd: int) -> tuple[int, str]:
     PIPE_BUF bytes at a time). Raises OSError when `fd` is unusable.
     """
     mode = os.fstat(fd).st_mode
+    if stat.S_ISFIFO(mode):
+        _grow_pipe(fd)
     if stat.S_ISSOCK(mode):
         return os.dup(fd), "socket"
     if stat.S_ISREG(mode) or stat.S_ISBLK(mode):
@@ -54,6 +59,17 @@ def open_private(fd: int) -> tuple[int, str]:
         if exc.errno == errno.ENXIO:      # a pipe whose reader is gone
             raise
     return os.dup(fd), "guarded"
+
+
+def _grow_pipe(fd: int) -> None:
+    # A 64 KiB pipe fills within one burst: every EAGAIN then costs a turn of the loop and
+    # two epoll_ctl calls, a quarter of the log throughput (measured). A larger buffer
+    # only changes how much the pipe holds, for the CMD too; never shrink it.
+    try:
+        if fcntl.fcntl(fd, _F_GETPIPE_SZ) < PIPE_SIZE:
+            fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass        # EPERM past pipe-max-size or the user's pipe quota: keep the default
 
 
 class StdoutWriter:

@@ -115,7 +115,7 @@ def test_a_full_stdout_pauses_reading_and_never_cuts_a_line():
     from entrypoint.output.printer import Printer
     from entrypoint.output.writer import StdoutWriter
 
-    lines = [b"line %05d %s\n" % (i, b"w" * (i % 97)) for i in range(20000)]   # ~1.1 MB
+    lines = [b"line %05d %s\n" % (i, b"w" * (i % 97)) for i in range(40000)]   # ~2.3 MB
 
     async def scenario() -> bytes:
         loop = asyncio.get_running_loop()

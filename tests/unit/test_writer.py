@@ -41,14 +41,14 @@ def read_until_eof(fd: int) -> bytes:
 def test_a_stalled_reader_never_blocks_the_loop_and_loses_nothing(pipe):
     r, w = pipe
     blocks = [b"".join(b"line %d.%d %s\n" % (i, j, b"x" * (j * 7)) for j in range(10))
-              for i in range(2000)]
+              for i in range(8000)]
 
     async def main():
         loop = asyncio.get_running_loop()
         writer = StdoutWriter(w, high_water=1 << 30)
         writer.attach(loop)
         began = loop.time()
-        for block in blocks:            # ~700 KB into a 64 KiB pipe nobody reads yet
+        for block in blocks:            # ~2.8 MB into a 1 MiB pipe nobody reads yet
             writer.write(block)
         assert loop.time() - began < 0.5
         assert writer.queued > 0
@@ -101,8 +101,8 @@ def test_a_reader_that_never_comes_back_costs_at_most_the_final_stall(pipe):
         loop = asyncio.get_running_loop()
         writer = StdoutWriter(w)
         writer.attach(loop)
-        for i in range(200):
-            writer.write(b"%05d %s\n" % (i, b"q" * 994))    # 200 KB: ~136 KB wait
+        for i in range(2000):
+            writer.write(b"%05d %s\n" % (i, b"q" * 994))    # 2 MB: ~1 MB waits
         waiting = writer.queued
         began = loop.time()
         await writer.finish(deadline=loop.time() - 5)     # the shutdown's time is up
@@ -180,9 +180,15 @@ def test_past_the_limit_new_output_is_dropped_and_counted(pipe):
 
 def test_write_now_never_blocks(pipe):
     r, w = pipe
-    fcntl.fcntl(w, 1031, 4096)
     sent = 0
-    while write_now(w, b"message %04d\n" % sent):     # until the pipe is full
+    while write_now(w, b"message %06d\n" % sent):     # until the pipe is full
         sent += 1
-    assert 100 < sent < 1000
-    assert os.read(r, 1 << 16) == b"".join(b"message %04d\n" % i for i in range(sent))
+    assert 1000 < sent < 200_000
+    os.close(w)
+    assert read_until_eof(r) == b"".join(b"message %06d\n" % i for i in range(sent))
+
+
+def test_a_stdout_pipe_is_grown_to_hold_a_burst(pipe):
+    r, w = pipe
+    StdoutWriter(w).close()
+    assert fcntl.fcntl(w, 1032) >= 1 << 20         # F_GETPIPE_SZ
