@@ -153,7 +153,9 @@ class Operations:
         return {"pid": os.getpid(), "uid": os.geteuid(), "version": __version__,
                 "config": sup.config.source, "started_at": sup.started_at,
                 "uptime": time.time() - sup.started_at, "shutting_down": sup.shutting_down,
-                "cmd": sup.cmd, "cmd_pid": sup.cmd_pid}
+                "cmd": sup.cmd, "cmd_pid": sup.cmd_pid,
+                # stdout: bytes waiting for a slow reader, lines it never got
+                "stdout_waiting": sup.printer.writer.queued, "stdout_dropped": sup.printer.dropped}
 
     def list(self) -> dict:
         return {"services": self.sup.snapshot(), "runner": self.runner()}

@@ -10,8 +10,10 @@ it decides to; every process is found by a token in its environment and killed b
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
+import socket
 import struct
 import subprocess
 import termios
@@ -146,6 +148,24 @@ def test_list_answers_fast_with_a_stalled_stdout(stalled, tmp_path):
         assert re.search(r"flood +RUNNING", done.stdout) and re.search(r"pipes +RUNNING",
                                                                       done.stdout)
         assert took < 1.0, f"`entrypoint list` took {took:.2f}s"
+    runner_info = _request(str(tmp_path / "ctl.sock"), b'{"v": 1, "op": "list"}\n')["runner"]
+    assert runner_info["stdout_waiting"] > 0 and runner_info["stdout_dropped"] == 0
+
+
+def _request(sock: str, line: bytes) -> dict:
+    """One request on the control socket; its (first) reply."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(sock)
+        s.sendall(line)
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(1 << 16)
+            assert chunk, "the runner closed the connection without answering"
+            data += chunk
+    reply = json.loads(data.split(b"\n")[0])
+    assert reply["ok"], reply
+    return reply["result"] if "result" in reply else reply
 
 
 NUMBERED = """
