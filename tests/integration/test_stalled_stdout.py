@@ -31,8 +31,9 @@ pytestmark = pytest.mark.timeout(90)
 class StalledRunner:
     """`entrypoint -c CONFIG` with stdout a pipe the test reads only when told to."""
 
-    def __init__(self, env: dict, config: str, sock: str):
-        self.proc = subprocess.Popen([PYTHON, "-m", "entrypoint", "-c", config, "--socket", sock],
+    def __init__(self, env: dict, config: str, sock: str, prefix: list[str]):
+        self.proc = subprocess.Popen([*prefix, PYTHON, "-m", "entrypoint", "-c", config,
+                                      "--socket", sock],
                                      env={**env, "ENTRYPOINT_SOCKET": sock},
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, start_new_session=True)
@@ -87,10 +88,10 @@ def stalled(tagged, tmp_path):
     """Start StalledRunners; the `tagged` fixture kills every process they started."""
     runners: list[StalledRunner] = []
 
-    def start(config_text: str) -> StalledRunner:
+    def start(config_text: str, prefix: list[str] = ()) -> StalledRunner:
         config = tmp_path / "services.toml"
         config.write_text(config_text)
-        runner = StalledRunner(tagged, str(config), str(tmp_path / "ctl.sock"))
+        runner = StalledRunner(tagged, str(config), str(tmp_path / "ctl.sock"), list(prefix))
         runners.append(runner)
         wait_until(lambda: os.path.exists(tmp_path / "ctl.sock") or runner.proc.poll() is not None,
                    15, what="the control socket")
@@ -100,6 +101,24 @@ def stalled(tagged, tmp_path):
     yield start
     for runner in runners:
         runner.kill()
+
+
+UNSHARE = ["unshare", "--pid", "--fork", "--mount-proc"]
+
+
+def _can_unshare() -> bool:
+    try:
+        return subprocess.run([*UNSHARE, "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
 
 
 FLOOD = """
@@ -120,12 +139,18 @@ tty = false
 """
 
 
-def test_sigterm_ends_the_run_in_time_with_a_stalled_stdout(stalled):
-    runner = stalled(FLOOD)
+@pytest.mark.parametrize("pid1", [False, True], ids=["subreaper", "pid1"])
+def test_sigterm_ends_the_run_in_time_with_a_stalled_stdout(stalled, pid1):
+    if pid1 and not _can_unshare():
+        pytest.skip("cannot create a PID namespace here")
+    runner = stalled(FLOOD, UNSHARE if pid1 else ())
     wait_until(lambda: runner.unread() >= 32_768, 15, what="the stdout pipe filling up")
     time.sleep(0.5)     # the runner now has much more queued than the pipe holds
+    target = runner.pid
+    if pid1:            # the runner is the only child of `unshare`, PID 1 inside
+        target = wait_until(lambda: (_children(runner.pid) or [None])[0], 10, what="PID 1")
     began = time.monotonic()
-    os.kill(runner.pid, 15)
+    os.kill(target, 15)
     try:
         runner.proc.wait(5 + 3)
     except subprocess.TimeoutExpired:
