@@ -28,7 +28,7 @@ from typing import Callable
 HIGH_WATER = 1 << 20        # queued bytes above which the services' readers pause
 LIMIT = 16 << 20            # queued bytes above which new output is dropped (memory of PID 1)
 FINAL_STALL = 1.0           # at exit: give up the final flush after this long without progress
-_PIPE_BUF = 4096            # a write this small fits once poll says the pipe has room
+_PIPE_BUF = 4096            # a write this small fits once poll says a pipe has room
 PIPE_SIZE = 1 << 20         # stdout pipes are grown to this (pipe-max-size allows it unprivileged)
 _F_GETPIPE_SZ, _F_SETPIPE_SZ = 1032, 1031
 # The reader is gone for good: drop everything from now on.
@@ -61,6 +61,12 @@ def open_private(fd: int) -> tuple[int, str]:
     return os.dup(fd), "guarded"
 
 
+def _guard_size(fd: int) -> int:
+    # What surely fits once poll says "writable": PIPE_BUF for a pipe; for a terminal the
+    # line discipline signals room from 256 bytes (WAKEUP_CHARS) on.
+    return 256 if os.isatty(fd) else _PIPE_BUF
+
+
 def _grow_pipe(fd: int) -> None:
     # A 64 KiB pipe fills within one burst: every EAGAIN then costs a turn of the loop and
     # two epoll_ctl calls, a quarter of the log throughput (measured). A larger buffer
@@ -90,6 +96,7 @@ class StdoutWriter:
             self.fd, self.mode = open_private(fd)
         except OSError:
             self.fd, self.mode, self.gone = -1, "gone", True
+        self._guard_size = _guard_size(self.fd) if self.mode == "guarded" else 0
 
     @property
     def full(self) -> bool:
@@ -166,9 +173,11 @@ class StdoutWriter:
         if self.mode == "socket":
             return _sock_send(self.fd, view)
         if self.mode == "guarded":
-            if not select.select([], [self.fd], [], 0)[1]:
+            poller = select.poll()
+            poller.register(self.fd, select.POLLOUT)
+            if not poller.poll(0):
                 raise BlockingIOError
-            view = view[:_PIPE_BUF]
+            view = view[:self._guard_size]
         return os.write(self.fd, view)
 
     def _watch(self, on: bool) -> None:

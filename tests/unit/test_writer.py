@@ -192,3 +192,53 @@ def test_a_stdout_pipe_is_grown_to_hold_a_burst(pipe):
     r, w = pipe
     StdoutWriter(w).close()
     assert fcntl.fcntl(w, 1032) >= 1 << 20         # F_GETPIPE_SZ
+
+
+GUARDED = r'''
+import asyncio, os, sys, threading
+from entrypoint.output.writer import StdoutWriter
+assert not os.path.exists("/proc/self/fd")
+r, w = os.pipe()
+blocks = [b"%06d %s\n" % (i, b"g" * (i % 300)) for i in range(20000)]
+got = []
+async def main():
+    loop = asyncio.get_running_loop()
+    writer = StdoutWriter(w)
+    assert writer.mode == "guarded", writer.mode
+    writer.attach(loop)
+    began = loop.time()
+    for block in blocks:
+        writer.write(block)
+    assert loop.time() - began < 0.5 and writer.queued > 0
+    threading.Thread(target=lambda: got.append(b"".join(iter(lambda: os.read(r, 65536), b""))),
+                     daemon=True).start()
+    await writer.finish()
+    assert writer.dropped == 0
+asyncio.run(main())
+assert os.get_blocking(w)
+os.close(w)
+for _ in range(100):
+    if got:
+        break
+    import time; time.sleep(0.05)
+assert got == [b"".join(blocks)], "lost or reordered"
+print("ok")
+'''
+
+
+def test_without_proc_a_pipe_is_written_only_when_it_has_room(tmp_path):
+    # No /proc (a private open is impossible): the shared fd stays blocking, and writes
+    # of at most PIPE_BUF go out only when poll says the pipe has room.
+    import shutil
+    import subprocess
+    import sys
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare for a mount namespace without /proc")
+    script = tmp_path / "guarded.py"
+    script.write_text(GUARDED)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                           f"umount -l /proc && exec {sys.executable} {script}"],
+                          capture_output=True, text=True, timeout=20,
+                          env={**os.environ, "PYTHONPATH": root})
+    assert done.returncode == 0 and done.stdout == "ok\n", done.stderr
