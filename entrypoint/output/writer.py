@@ -29,7 +29,7 @@ HIGH_WATER = 1 << 20        # queued bytes above which the services' readers pau
 LIMIT = 16 << 20            # queued bytes above which new output is dropped (memory of PID 1)
 FINAL_STALL = 1.0           # at exit: give up the final flush after this long without progress
 _PIPE_BUF = 4096            # a write this small fits once poll says a pipe has room
-PIPE_SIZE = 1 << 20         # stdout pipes are grown to this (pipe-max-size allows it unprivileged)
+PIPE_SIZE = 1 << 20         # stdout pipes grow to this (pipe-max-size allows it unprivileged)
 _F_GETPIPE_SZ, _F_SETPIPE_SZ = 1032, 1031
 # The reader is gone for good: drop everything from now on.
 _GONE = frozenset({errno.EPIPE, errno.EBADF, errno.EIO, errno.ENXIO, errno.ECONNRESET})
@@ -69,8 +69,8 @@ def _guard_size(fd: int) -> int:
 
 def _grow_pipe(fd: int) -> None:
     # A 64 KiB pipe fills within one burst: every EAGAIN then costs a turn of the loop and
-    # two epoll_ctl calls, a quarter of the log throughput (measured). A larger buffer
-    # only changes how much the pipe holds, for the CMD too; never shrink it.
+    # two epoll_ctl calls, about a fifth of the log throughput on pipes (measured). A
+    # larger buffer only changes how much the pipe holds, for the CMD too; never shrink it.
     try:
         if fcntl.fcntl(fd, _F_GETPIPE_SZ) < PIPE_SIZE:
             fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
