@@ -242,3 +242,36 @@ def test_without_proc_a_pipe_is_written_only_when_it_has_room(tmp_path):
                           capture_output=True, text=True, timeout=20,
                           env={**os.environ, "PYTHONPATH": root})
     assert done.returncode == 0 and done.stdout == "ok\n", done.stderr
+
+
+def test_a_socket_is_written_with_msg_dontwait_and_keeps_its_flags():
+    # journald and some log drivers give a socket as stdout: it cannot be re-opened.
+    import socket
+    a, b = socket.socketpair()
+    blocks = [b"%06d %s\n" % (i, b"s" * (i % 200)) for i in range(30000)]   # ~3.2 MB
+    got: list[bytes] = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        writer = StdoutWriter(a.fileno())
+        assert writer.mode == "socket"
+        writer.attach(loop)
+        began = loop.time()
+        for block in blocks:
+            writer.write(block)
+        assert loop.time() - began < 0.5 and writer.queued > 0
+        reader = threading.Thread(target=lambda: got.append(read_until_eof(b.fileno())),
+                                  daemon=True)
+        reader.start()
+        await writer.finish()
+        a.shutdown(socket.SHUT_WR)
+        reader.join(10)
+        assert writer.dropped == 0
+
+    try:
+        asyncio.run(main())
+        assert a.getblocking()
+    finally:
+        a.close()
+        b.close()
+    assert got == [b"".join(blocks)]
