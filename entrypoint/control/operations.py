@@ -15,6 +15,7 @@ from typing import Any, Callable
 from entrypoint import __version__
 from entrypoint.config.graph import did_you_mean
 from entrypoint.output.ring import LogRing
+from entrypoint.core.order import stop_in_order
 from entrypoint.core.service import Service
 from entrypoint.core.state import State
 
@@ -260,18 +261,7 @@ class Operations:
 
     async def stop_in_order(self, services: list[Service], reason: str) -> None:
         """Stop `services`, each after those of them that depend on it (as a shutdown does)."""
-        tasks: dict[str, asyncio.Task] = {}
-
-        async def stop_one(service: Service) -> None:
-            dependents = [tasks[s.name] for s in services
-                          if any(d == service.name for d, _ in s.spec.depends_on)]
-            await asyncio.gather(*dependents)
-            await service.stop(reason)
-
-        loop = asyncio.get_running_loop()
-        for service in services:
-            tasks[service.name] = loop.create_task(stop_one(service))
-        await asyncio.gather(*tasks.values())
+        await stop_in_order(services, reason)
 
     async def start_and_wait(self, services: list[Service], what: str) -> dict:
         """Start `services` and return once each is RUNNING (a oneshot COMPLETED) or failed."""
