@@ -186,7 +186,8 @@ async def load_in_child(reaper, path: str, kind: str, environ: dict[str, str],
 
     from entrypoint.core.child import Child
 
-    timeout = VALIDATE_TIMEOUT if timeout is None else timeout
+    if timeout is None:
+        timeout = _validate_timeout(environ)
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     argv = (sys.executable, "-I", "-c", _CHILD_CODE, package_root, os.path.abspath(path), kind)
     answer, errors = _Collect(), _Collect()
@@ -207,6 +208,20 @@ async def load_in_child(reaper, path: str, kind: str, environ: dict[str, str],
     if kind_ == "ok":
         return payload
     raise _rebuilt_error(payload)
+
+
+def _validate_timeout(environ: dict[str, str]) -> float:
+    raw = environ.get("ENTRYPOINT_RELOAD_TIMEOUT", "").strip()
+    if not raw:
+        return VALIDATE_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 86400:
+        raise EntrypointError(f"ENTRYPOINT_RELOAD_TIMEOUT={raw!r}: expected a number of seconds "
+                              f"above 0 (default {VALIDATE_TIMEOUT:g})")
+    return value
 
 
 def _child_main(path: str, kind: str) -> int:

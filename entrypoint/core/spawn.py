@@ -8,10 +8,10 @@ controlling terminal and puts back signal dispositions the runner changed.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import grp
 import os
-import pty
 import pwd
 import shutil
 import signal
@@ -130,7 +130,9 @@ def spawn(
     if identity is not None:
         user_kwargs = dict(user=identity.uid, group=identity.gid, extra_groups=list(identity.groups))
     if tty:
-        master, slave = _resource(pty.openpty, "a terminal (PTY)")
+        # os.openpty, not pty.openpty: the latter hides the errno (ENOSPC) behind a BSD
+        # fallback's "out of pty devices".
+        master, slave = _resource(os.openpty, "a terminal (PTY)")
         try:
             fcntl.ioctl(slave, termios.TIOCSWINSZ, _winsize())
             attrs = termios.tcgetattr(slave)
@@ -195,7 +197,8 @@ def _resource(make, what: str):
     try:
         return make()
     except OSError as exc:
-        raise SpawnError(f"cannot get {what}: {exc.strerror or exc}") from None
+        code = f" ({errno.errorcode.get(exc.errno, exc.errno)})" if exc.errno else ""
+        raise SpawnError(f"cannot get {what}: {exc.strerror or exc}{code}") from None
 
 
 _inherited_checked = False

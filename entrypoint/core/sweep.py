@@ -9,7 +9,11 @@ SWEEP_GRACE = 5.0   # leftover processes get this long between SIGTERM and SIGKI
 
 
 def descendants(root: int) -> list[int]:
-    """Every live process below `root` (all others, when `root` is PID 1), from /proc."""
+    """Every live process below `root` (all others, when `root` is PID 1), from /proc.
+
+    Raises FileNotFoundError when /proc is not mounted: "none" would be a lie."""
+    if not os.path.exists("/proc/self"):
+        raise FileNotFoundError("/proc is not mounted")
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -55,7 +59,7 @@ def leftovers_text() -> str:
     try:
         pids = descendants(os.getpid())
     except OSError as exc:
-        return f"leftover processes unknown ({exc.strerror or exc})"
+        return f"leftover processes unknown ({exc})"
     if not pids:
         return "no leftover process"
     return f"{len(pids)} leftover process(es): " + ", ".join(f"{p} ({_comm(p)})" for p in pids[:10])
@@ -72,7 +76,14 @@ async def final_sweep(reaper, printer, loop, deadline: float, forced: bool) -> N
     me = os.getpid()
     # No child at all means no descendant at all (orphans are re-parented to us, as
     # PID 1 or subreaper): skip reading every /proc/*/stat, ~2 ms on a busy host.
-    leftovers = descendants(me) if reaper.has_children() else []
+    try:
+        leftovers = descendants(me) if reaper.has_children() else []
+    except OSError as exc:
+        # Without /proc we cannot find them to signal them; we still wait for our
+        # children (the shutdown's bound ends the wait).
+        printer.system(f"cannot look for leftover processes: {exc}", "warning")
+        await reaper.wait_no_children()
+        return
     grace = min(SWEEP_GRACE, deadline - loop.time())
     kill_now = forced or grace <= 0
     if leftovers:
