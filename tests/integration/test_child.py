@@ -128,7 +128,7 @@ def test_a_reaped_service_pid_is_never_signalled(tmp_path):
         [[services]]
         name = "svc"
         command = "sh"
-        args = ["-c", "sleep 20 & sleep 0.2; exit 0"]
+        args = ["-c", "setsid sleep 20 & sleep 0.2; exit 0"]
         [[services]]
         name = "keep"
         command = "sleep"
