@@ -104,7 +104,8 @@ def entrypoint_env(**extra: str) -> dict[str, str]:
     """The environment for a test's runner: this checkout importable, no colour, and a
     control socket of its own (runners of parallel sessions never meet on /run)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    # No empty entry: an empty PYTHONPATH entry means the current directory.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     env.pop("FORCE_COLOR", None)
     env["NO_COLOR"] = "1"
     env.pop("ENTRYPOINT_CONFIG", None)
