@@ -8,6 +8,7 @@ service passes in.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Awaitable, Callable
 from urllib.parse import urlsplit
 
@@ -32,6 +33,42 @@ async def probe(spec: HealthSpec, run_exec: ExecRunner) -> tuple[bool, str]:
         return False, f"timed out after {spec.timeout:g}s"
     except (OSError, ValueError) as exc:
         return False, str(exc) or exc.__class__.__name__
+
+
+async def monitor(service, child) -> None:
+    """Probe `service` every interval while `child` runs: health, and RUNNING once healthy.
+
+    With `on_unhealthy = "restart"`, `retries` failures in a row stop the child (the one
+    stop of the child handle); the run loop then restarts it by its policy."""
+    from entrypoint.core.state import State
+
+    check = service.spec.healthcheck
+    clock = service.rt.clock
+    began = clock()
+    failures = 0
+    passed = False      # a success ends this run's start period early, as in Docker
+    while True:
+        ok, said = await probe(check, service._run_exec_probe)
+        service.last_check = (time.time(), ok, said)
+        if ok:
+            failures, passed = 0, True
+            if service.health != "healthy":
+                service.say("healthy")
+                service._set_health("healthy")
+            if service.state == State.STARTING:
+                service._set_state(State.RUNNING, "healthy")
+        elif passed or clock() - began >= check.start_period:
+            failures += 1
+            if failures >= check.retries and service.health != "unhealthy":
+                service.say(f"unhealthy after {failures} failed checks: {said}", "warning")
+                service._set_health("unhealthy")
+                if service.state == State.STARTING:
+                    service._set_state(State.RUNNING, "unhealthy")
+                if check.on_unhealthy == "restart":
+                    service._health_restart = True
+                    service.rt.loop.create_task(service._terminate(child, "unhealthy: restarting"))
+                    return
+        await asyncio.sleep(check.interval)
 
 
 async def _tcp(target: str) -> tuple[bool, str]:

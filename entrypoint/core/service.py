@@ -359,33 +359,8 @@ class Service:
         status, text = await run_hook(self, argv, timeout, "healthcheck", capture=True)
         return (status.shell_status if status else None), text
 
-    async def _monitor_health(self, child: Child) -> None:
-        check = self.spec.healthcheck
-        began = self.rt.clock()
-        failures = 0
-        passed = False      # a success ends this run's start period early, as in Docker
-        while True:
-            ok, said = await health.probe(check, self._run_exec_probe)
-            self.last_check = (time.time(), ok, said)
-            if ok:
-                failures, passed = 0, True
-                if self.health != "healthy":
-                    self.say("healthy")
-                    self._set_health("healthy")
-                if self.state == State.STARTING:
-                    self._set_state(State.RUNNING, "healthy")
-            elif passed or self.rt.clock() - began >= check.start_period:
-                failures += 1
-                if failures >= check.retries and self.health != "unhealthy":
-                    self.say(f"unhealthy after {failures} failed checks: {said}", "warning")
-                    self._set_health("unhealthy")
-                    if self.state == State.STARTING:
-                        self._set_state(State.RUNNING, "unhealthy")
-                    if check.on_unhealthy == "restart":
-                        self._health_restart = True
-                        self.rt.loop.create_task(self._terminate(child, "unhealthy: restarting"))
-                        return
-            await asyncio.sleep(check.interval)
+    def _monitor_health(self, child: Child):
+        return health.monitor(self, child)
 
     # -- reporting --------------------------------------------------------------------
 

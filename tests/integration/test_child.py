@@ -233,3 +233,40 @@ def test_no_free_pty_is_a_failed_start_and_the_restart_policy_applies(run_entryp
     wait_states(sock, c="RUNNING")
     r.signal(signal.SIGTERM)
     assert r.wait(20) == 0, r.output
+
+
+def _processes_with(argv_text: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if f.read().replace(b"\0", b" ").strip().endswith(argv_text.encode()):
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def test_a_probe_cancelled_by_the_service_exit_is_killed_and_reaped(run_entrypoint, write_config):
+    """The service exits while its exec health probe runs (timeout 40 s): the probe is
+    killed and reaped at once, not left running until its timeout."""
+    config = write_config("""
+        [[services]]
+        name = "short"
+        command = "sh"
+        args = ["-c", "sleep 1.5"]
+        restart = "no"
+        healthcheck = { exec = ["sleep", "37.25"], interval = 0.1, timeout = 40 }
+        [[services]]
+        name = "keep"
+        command = "sleep"
+        args = ["60"]
+    """)
+    r = run_entrypoint("-c", config)
+    wait_until(lambda: _processes_with("sleep 37.25"), timeout=10, what="the probe")
+    r.wait_for(r"short: exited")
+    wait_until(lambda: not _processes_with("sleep 37.25"), timeout=5,
+               what="the probe gone after the service exit")
+    r.signal(signal.SIGTERM)
+    assert r.wait(20) == 0, r.output
