@@ -74,18 +74,6 @@ class Reaper:
         """
         self._watchers[pid] = callback
 
-    def wait(self, pid: int) -> "asyncio.Future[ExitStatus]":
-        """A future for the exit of `pid`; call it right after spawning."""
-        assert self._loop is not None
-        future: asyncio.Future[ExitStatus] = self._loop.create_future()
-
-        def done(status: ExitStatus) -> None:
-            if not future.done():
-                future.set_result(status)
-
-        self.watch(pid, done)
-        return future
-
     def reap(self) -> None:
         while True:
             try:
