@@ -74,7 +74,6 @@ def kill_leftover_processes():
     before = set(descendants_of(os.getpid()))
     yield
     me = os.getpid()
-    killed: set[int] = set()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         left = [p for p in descendants_of(me) if p not in before and pid_alive(p)]
@@ -83,12 +82,13 @@ def kill_leftover_processes():
         for pid in left:
             try:
                 os.kill(pid, signal.SIGKILL)
-                killed.add(pid)
             except (ProcessLookupError, PermissionError):
                 pass
         time.sleep(0.02)
-    for pid in killed:      # our zombies now (a Popen we still hold reaps its own)
-        if pid in children_of(me):
+    # Reap the test's leftovers that are now our children (orphans that were re-parented
+    # to us, dead by our SIGKILL or by themselves): the test is over, no Popen of it waits.
+    for pid in children_of(me):
+        if pid not in before and not pid_alive(pid):
             try:
                 os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
