@@ -270,3 +270,27 @@ def test_a_probe_cancelled_by_the_service_exit_is_killed_and_reaped(run_entrypoi
                what="the probe gone after the service exit")
     r.signal(signal.SIGTERM)
     assert r.wait(20) == 0, r.output
+
+
+@pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v prlimit"], capture_output=True).returncode,
+                    reason="needs prlimit (util-linux)")
+def test_no_free_fd_is_a_failed_start_and_the_runner_goes_on(run_entrypoint, write_config):
+    """Thirty fds for twelve services with pipes: the last ones cannot get their pipes
+    (EMFILE). Each is a failed start, retried by its policy; the runner stays up and stops
+    everything gracefully on SIGTERM."""
+    config = write_config("".join(textwrap.dedent(f"""
+        [[services]]
+        name = "s{i}"
+        command = "sleep"
+        args = ["60"]
+        tty = false
+        restart_delay = 0.2
+        restart_delay_max = 0.2
+        restart_limit = 1000
+    """) for i in range(12)))
+    r = run_entrypoint("-c", config, prefix=["prlimit", "--nofile=30:30"])
+    m = r.wait_for(r"(s\d+): cannot start: cannot get a pipe: Too many open files \(EMFILE\)")
+    r.wait_for(rf"{m.group(1)}: restarting in 0.2s", count=2)
+    r.signal(signal.SIGTERM)
+    assert r.wait(20) == 0, r.output
+    assert "internal error" not in r.output
