@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from conftest import PYTHON, ROOT, entrypoint_env, service_lines, wait_until
+from conftest import PYTHON, entrypoint_env, service_lines, wait_until
 from control_helpers import ctl, ctl_env, services, start_runner, wait_states
 
 pytestmark = pytest.mark.timeout(60)
