@@ -249,19 +249,15 @@ class Operations:
     async def stop(self, names: list[str]) -> dict:
         services = self.services(names)
         self._refuse_when_shutting_down()
-        await self.stop_in_order(services, "stop requested")
+        await stop_in_order(services, "stop requested")
         return {"services": [self._result(s, True) for s in services]}
 
     async def restart(self, names: list[str]) -> dict:
         services = self.services(names)
         self._refuse_when_shutting_down()
-        await self.stop_in_order(services, "restart requested")
+        await stop_in_order(services, "restart requested")
         self._refuse_when_shutting_down()
         return await self.start_and_wait(services, "restart")
-
-    async def stop_in_order(self, services: list[Service], reason: str) -> None:
-        """Stop `services`, each after those of them that depend on it (as a shutdown does)."""
-        await stop_in_order(services, reason)
 
     async def start_and_wait(self, services: list[Service], what: str) -> dict:
         """Start `services` and return once each is RUNNING (a oneshot COMPLETED) or failed."""
