@@ -90,9 +90,11 @@ class Child:
         if self.group:
             # The group's id is the leader's pid. While the leader is unreaped (alive or a
             # zombie) that number cannot be given to another process, so killpg reaches our
-            # group only. Once it is reaped, an empty group's number may be recycled for an
-            # unrelated session leader: hence no group signal after the reap. The check and
-            # the kill run in one loop callback, and only this loop reaps: no race.
+            # group only. Once the leader is reaped and the last member of its group gone,
+            # the number may be recycled for an unrelated session leader, and we cannot
+            # tell that moment from here: hence no group signal after the reap (leftovers
+            # of the group are the final sweep's). The check and the kill run in one loop
+            # callback, and only this loop reaps: no reap can slip in between.
             try:
                 os.killpg(self.pid, sig)
                 return True
