@@ -2,7 +2,9 @@
 
 `Runner` starts `python -m entrypoint ...` in its own process group with stdout and stderr
 piped, collects both in a background thread, and offers `wait_for(pattern)` and
-`wait(timeout)`. Every runner is killed by its process group at the end of the test.
+`wait(timeout)`. Every runner is killed by its process group at the end of the test, and
+every process the test left behind (the services of a runner killed mid-test lead sessions
+of their own) is killed by pid: see `kill_leftover_processes`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,72 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
 
+def _become_subreaper() -> None:
+    """Orphans of our descendants come back to this test process instead of init: when a
+    test kills a runner (or fails before it stops), its services are re-parented here, so
+    teardown can find every one of them by pid and kill it."""
+    import ctypes
+
+    PR_SET_CHILD_SUBREAPER = 36
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+_become_subreaper()
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                found += [int(p) for p in f.read().split()]
+        except OSError:
+            continue
+    return found
+
+
+def descendants_of(pid: int) -> list[int]:
+    found, frontier = [], [pid]
+    while frontier:
+        kids = children_of(frontier.pop())
+        found += kids
+        frontier += kids
+    return found
+
+
+@pytest.fixture(autouse=True)
+def kill_leftover_processes():
+    """After every test, pass or fail: SIGKILL each process below this one that the test
+    started (found by pid through /proc/<pid>/task/*/children, orphans included thanks to
+    the subreaper), then reap the orphans that became our children."""
+    before = set(descendants_of(os.getpid()))
+    yield
+    me = os.getpid()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        left = [p for p in descendants_of(me) if p not in before and pid_alive(p)]
+        if not left:
+            break
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.02)
+    # Reap the test's leftovers that are now our children (orphans that were re-parented
+    # to us, dead by our SIGKILL or by themselves): the test is over, no Popen of it waits.
+    for pid in children_of(me):
+        if pid not in before and not pid_alive(pid):
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+
 _SOCKET_DIR = tempfile.mkdtemp(prefix="ep-test-sockets-")
 atexit.register(shutil.rmtree, _SOCKET_DIR, True)
 _socket_numbers = itertools.count()
@@ -36,7 +104,8 @@ def entrypoint_env(**extra: str) -> dict[str, str]:
     """The environment for a test's runner: this checkout importable, no colour, and a
     control socket of its own (runners of parallel sessions never meet on /run)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    # No empty entry: an empty PYTHONPATH entry means the current directory.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     env.pop("FORCE_COLOR", None)
     env["NO_COLOR"] = "1"
     env.pop("ENTRYPOINT_CONFIG", None)

@@ -65,8 +65,8 @@ def import_asyncio_without_ssl() -> None:
 
     asyncio imports ssl if it can and works without it (its `ssl` globals are None then).
     The block lasts only while asyncio is imported: a later `import ssl` gets the real
-    module, and `service.enable_asyncio_tls()` hands it to asyncio before the first https
-    probe. Used only in the runner, before anything else imported asyncio or ssl.
+    module, and `core/health._tls_context()` hands it to asyncio before the first
+    https probe. Used only in the runner, before anything else imported asyncio or ssl.
     """
     if "asyncio" in sys.modules or "ssl" in sys.modules:
         return
@@ -162,28 +162,43 @@ class _Collect:
     close = flush_partial
 
 
-async def load_in_child(reaper, path: str, kind: str, environ: dict[str, str]):
+VALIDATE_TIMEOUT = 30.0     # a reload's validation that takes longer is killed and rejected
+
+# The validating child is `python -I` run from "/": neither the runner's WORKDIR nor
+# PYTHON* variables decide what it imports (a `tomllib.py` planted in the WORKDIR must not
+# run as root on reload). The package itself is appended to sys.path, after the stdlib.
+_CHILD_CODE = ("import sys; sys.path.append(sys.argv[1]); "
+               "from entrypoint.config.isolate import _child_main; "
+               "raise SystemExit(_child_main(sys.argv[2], sys.argv[3]))")
+
+
+async def load_in_child(reaper, path: str, kind: str, environ: dict[str, str],
+                        timeout: float | None = None):
     """`config.load(path, kind)` in a child process spawned and reaped like any other.
 
     For a reload inside the running runner: forking beside the event loop and the reaper
-    would race them, and loading pydantic here would add ~20 MB for good. The child is
-    `python -m entrypoint.config.isolate PATH KIND`; it answers pickled on its stdout. Returns
-    (Config, warnings) or raises the child's EntrypointError.
+    would race them, and loading pydantic here would add ~20 MB for good. The child answers
+    pickled on its stdout. Returns (Config, warnings) or raises the child's EntrypointError;
+    a child still running after `timeout` is killed and the reload rejected.
     """
     import asyncio
     import pickle
 
-    from entrypoint.core.drain import Drain
-    from entrypoint.core.spawn import spawn
+    from entrypoint.core.child import Child
 
-    child = spawn((sys.executable, "-m", "entrypoint.config.isolate", path, kind), env=environ,
-                  tty=False)
-    exited = reaper.wait(child.pid)        # in the same callback as the spawn
+    if timeout is None:
+        timeout = _validate_timeout(environ)
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    argv = (sys.executable, "-I", "-c", _CHILD_CODE, package_root, os.path.abspath(path), kind)
     answer, errors = _Collect(), _Collect()
-    drain = Drain(asyncio.get_running_loop(), child.fds, {"stdout": answer, "stderr": errors})
-    status = await exited
-    child.mark_reaped(status.shell_status)
-    await drain.done
+    child = Child.spawn(asyncio.get_running_loop(), reaper, argv, label="config validation",
+                        outputs={"stdout": answer, "stderr": errors}, env=environ, cwd="/",
+                        tty=False)
+    status = await child.run_bounded(timeout)
+    if status is None:
+        raise EntrypointError(f"the config could not be validated: the validating process "
+                              f"took longer than {timeout:g}s and was killed (does an "
+                              f"env_file block, e.g. a FIFO or a slow network mount?)")
     try:
         kind_, payload = pickle.loads(b"".join(answer.chunks))
     except Exception:
@@ -193,6 +208,20 @@ async def load_in_child(reaper, path: str, kind: str, environ: dict[str, str]):
     if kind_ == "ok":
         return payload
     raise _rebuilt_error(payload)
+
+
+def _validate_timeout(environ: dict[str, str]) -> float:
+    raw = environ.get("ENTRYPOINT_RELOAD_TIMEOUT", "").strip()
+    if not raw:
+        return VALIDATE_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 86400:
+        raise EntrypointError(f"ENTRYPOINT_RELOAD_TIMEOUT={raw!r}: expected a number of seconds "
+                              f"above 0 (default {VALIDATE_TIMEOUT:g})")
+    return value
 
 
 def _child_main(path: str, kind: str) -> int:
@@ -210,8 +239,3 @@ def _child_main(path: str, kind: str) -> int:
     sys.stdout.buffer.write(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
     sys.stdout.flush()
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_child_main(sys.argv[1], sys.argv[2]))
-

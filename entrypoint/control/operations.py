@@ -15,6 +15,7 @@ from typing import Any, Callable
 from entrypoint import __version__
 from entrypoint.config.graph import did_you_mean
 from entrypoint.output.ring import LogRing
+from entrypoint.core.order import stop_in_order
 from entrypoint.core.service import Service
 from entrypoint.core.state import State
 
@@ -265,30 +266,15 @@ class Operations:
     async def stop(self, names: list[str], origin: str = "") -> dict:
         services = self.services(names)
         self._refuse_when_shutting_down()
-        await self.stop_in_order(services, self._announce(services, "stop", origin))
+        await stop_in_order(services, self._announce(services, "stop", origin))
         return {"services": [self._result(s, True) for s in services]}
 
     async def restart(self, names: list[str], origin: str = "") -> dict:
         services = self.services(names)
         self._refuse_when_shutting_down()
-        await self.stop_in_order(services, self._announce(services, "restart", origin))
+        await stop_in_order(services, self._announce(services, "restart", origin))
         self._refuse_when_shutting_down()
         return await self.start_and_wait(services, "restart")
-
-    async def stop_in_order(self, services: list[Service], reason: str) -> None:
-        """Stop `services`, each after those of them that depend on it (as a shutdown does)."""
-        tasks: dict[str, asyncio.Task] = {}
-
-        async def stop_one(service: Service) -> None:
-            dependents = [tasks[s.name] for s in services
-                          if any(d == service.name for d, _ in s.spec.depends_on)]
-            await asyncio.gather(*dependents)
-            await service.stop(reason)
-
-        loop = asyncio.get_running_loop()
-        for service in services:
-            tasks[service.name] = loop.create_task(stop_one(service))
-        await asyncio.gather(*tasks.values())
 
     async def start_and_wait(self, services: list[Service], what: str) -> dict:
         """Start `services` and return once each is RUNNING (a oneshot COMPLETED) or failed."""

@@ -33,10 +33,6 @@ class Title:
         self.current = ""
         self._pending = False
 
-    @property
-    def available(self) -> bool:
-        return _setproctitle is not None
-
     def set(self, text: str) -> None:
         if text == self.current:
             return

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
@@ -51,14 +50,9 @@ class ExitStatus:
 class Reaper:
     """Collects every exited child and hands its status to whoever watched its pid."""
 
-    _UNCLAIMED_MAX = 256
-
     def __init__(self) -> None:
         self._watchers: dict[int, Callable[[ExitStatus], None]] = {}
-        # Statuses reaped before anyone watched the pid (should not happen, but a status
-        # must never be lost), and how many orphans we reaped for nobody.
-        self._unclaimed: OrderedDict[int, ExitStatus] = OrderedDict()
-        self.orphans_reaped = 0
+        self.orphans_reaped = 0     # reaped for nobody: orphans re-parented to us
         self._loop: asyncio.AbstractEventLoop | None = None
         self._no_children_waiters: list[asyncio.Future] = []
 
@@ -73,26 +67,12 @@ class Reaper:
             self._loop.remove_signal_handler(signal.SIGCHLD)
 
     def watch(self, pid: int, callback: Callable[[ExitStatus], None]) -> None:
-        """Call `callback(status)` when `pid` is reaped; call it right after the spawn.
+        """Call `callback(status)` when `pid` is reaped, from the callback that reaped it.
 
-        An unclaimed status already kept for `pid` belongs to an earlier process that had
-        the same pid (an orphan we reaped, the pid since recycled): no reap can run between
-        a spawn and its watch, so it is never this child's. Drop it.
+        Call it in the loop callback that spawned `pid`: no reap can run in between, so a
+        status is never missed (a status reaped for nobody is an orphan's, never ours).
         """
-        self._unclaimed.pop(pid, None)
         self._watchers[pid] = callback
-
-    def wait(self, pid: int) -> "asyncio.Future[ExitStatus]":
-        """A future for the exit of `pid`; call it right after spawning."""
-        assert self._loop is not None
-        future: asyncio.Future[ExitStatus] = self._loop.create_future()
-
-        def done(status: ExitStatus) -> None:
-            if not future.done():
-                future.set_result(status)
-
-        self.watch(pid, done)
-        return future
 
     def reap(self) -> None:
         while True:
@@ -109,9 +89,6 @@ class Reaper:
                 callback(exit_status)
             else:
                 self.orphans_reaped += 1
-                self._unclaimed[pid] = exit_status
-                while len(self._unclaimed) > self._UNCLAIMED_MAX:
-                    self._unclaimed.popitem(last=False)
 
     @staticmethod
     def has_children() -> bool:

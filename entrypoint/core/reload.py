@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from entrypoint.errors import ConfigError, EntrypointError
 from entrypoint.control.operations import OperationError
 from entrypoint.config.spec import Config
+from entrypoint.core.order import stop_in_order
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ class Reloader:
 
         # Stop what goes away or changes, dependents first, with the old specs' edges.
         going = [sup.services[n] for n in (*d.removed, *d.changed) if n in sup.services]
-        await self.ops.stop_in_order(going, "reload")
+        await stop_in_order(going, "reload")
         if sup.shutting_down:
             raise OperationError("shutting_down", "the runner began shutting down during the reload")
 

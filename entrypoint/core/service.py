@@ -1,8 +1,9 @@
-"""One service: its state machine, its run loop (deps, hooks, spawn, health, restart).
+"""One service: its state machine and its run loop (deps, hooks, spawn, health, restart).
 
 Every state change goes through `_set_state`, which checks the transition table,
 timestamps it, keeps a short history and tells the supervisor. The run loop is one
-asyncio task per start; `stop()` asks it to end and waits for it.
+asyncio task per start; `stop()` asks it to end and waits for it. The process itself is a
+`Child` (core/child.py); the restart decision is `RestartPolicy` (core/restart.py).
 """
 
 from __future__ import annotations
@@ -16,20 +17,23 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from entrypoint.core import health
-from entrypoint.core.drain import Drain
+from entrypoint.core.child import Child
+from entrypoint.core.hooks import child_spawner, run_hook
+from entrypoint.core.restart import RestartPolicy
 from entrypoint.output.printer import Printer
 from entrypoint.output.stream import StreamOutput
 from entrypoint.core.reaper import ExitStatus, Reaper
-from entrypoint.core.spawn import SpawnError, child_environment, resolve_identity, spawn
+from entrypoint.core.spawn import SpawnError, child_environment, resolve_identity
 from entrypoint.config.spec import ServiceSpec, Timeouts
-from entrypoint.core.state import ALLOWED, TERMINAL, S, State, TransitionError
-
-DRAIN_GRACE = 1.0   # after the exit, how long to wait for a descendant holding its output open
+from entrypoint.core.state import ALLOWED, TERMINAL, S, State
 
 
 @dataclass
 class Runtime:
-    """What a service needs from the supervisor around it."""
+    """What a service needs from the supervisor around it.
+
+    `spawn` and `clock` are seams: unit tests pass a fake spawner (returning a Child-like
+    handle) and a fake clock; by default a real `Child` on this loop and the loop's time."""
 
     loop: asyncio.AbstractEventLoop
     reaper: Reaper
@@ -40,6 +44,14 @@ class Runtime:
     outputs_for: Callable[["Service"], dict[str, StreamOutput]]
     hook_output_for: Callable[["Service"], StreamOutput]
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    spawn: Callable[..., Child] | None = None
+    clock: Callable[[], float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.spawn is None:
+            self.spawn = child_spawner(self.loop, self.reaper)
+        if self.clock is None:
+            self.clock = self.loop.time
 
 
 @dataclass
@@ -57,7 +69,6 @@ class Service:
         self.rt = runtime
         self.state = State.PENDING if spec.enabled else State.DISABLED
         self.health = "-"
-        self.pid: int | None = None
         self.restarts = 0
         self.last_exit: ExitStatus | None = None
         self.last_error = ""
@@ -72,8 +83,14 @@ class Service:
         self._health_restart = False
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
-        self._hook: tuple[int, str] | None = None    # (pid, "pre_script" | "post_script")
-        self._exit_future: asyncio.Future[ExitStatus] | None = None
+        self.hook: tuple[Child, str] | None = None    # a pre_script or post_script running
+        self._child: Child | None = None               # the service's process, this run
+
+    @property
+    def pid(self) -> int | None:
+        """The service's pid while it runs (None from the moment it is reaped)."""
+        child = self._child
+        return child.pid if child is not None and not child.reaped else None
 
     # -- state ------------------------------------------------------------------------
 
@@ -85,7 +102,12 @@ class Service:
         if new == self.state:
             return
         if new not in ALLOWED[self.state]:
-            raise TransitionError(f"{self.name}: {self.state.value} -> {new.value} is not allowed")
+            # A bug in the run loop, not bad input. Raising would end the run task and leave
+            # the state stale (RUNNING for a dead process, dependents waiting on it), and
+            # PID 1 must not die of it: say it loudly, and record what really happened.
+            self.say(f"internal error: state change {self.state.value} -> {new.value} "
+                     f"is not in the transition table ({reason or 'no reason'}); please report",
+                     "error")
         self.state = new
         self.history.append((time.time(), new.value, reason))
         if new == State.RUNNING:
@@ -151,13 +173,17 @@ class Service:
         return self._task
 
     async def stop(self, reason: str = "stop requested") -> None:
-        """Stop the service (stop signal, SIGKILL after its timeout) and its hooks."""
+        """Stop the service (stop signal, SIGKILL after its timeout) and its hooks.
+
+        Any number of callers may ask at once (a `stop` during a shutdown): they all await
+        the one stop of the process, which gets its stop signal once."""
         self._stop_requested = True
         self._wake.set()
-        if self.pid is not None and self._exit_future is not None:
-            await self._terminate(reason)
-        if self._hook is not None and self._hook[1] == "pre_script":
-            self._signal_group(self._hook[0], signal.SIGKILL)   # a post_script may finish
+        child = self._child
+        if child is not None and not child.reaped:
+            await self._terminate(child, reason)
+        if self.hook is not None and self.hook[1] == "pre_script":
+            self.hook[0].kill()        # a post_script may finish
         if self._task is not None:
             await asyncio.shield(self._task)
         if self.state == State.PENDING:
@@ -167,39 +193,20 @@ class Service:
         """SIGKILL everything of this service now (a forced shutdown)."""
         self._stop_requested = True
         self._wake.set()
-        for pid in (self.pid, self._hook[0] if self._hook else None):
-            if pid is not None:
-                self._signal_group(pid, signal.SIGKILL)
+        for child in (self._child, self.hook[0] if self.hook else None):
+            if child is not None:
+                child.kill()
 
-    async def _terminate(self, reason: str) -> None:
-        pid, exit_future = self.pid, self._exit_future
-        if pid is None or exit_future is None or exit_future.done():
-            return
-        if self.state in (S.RUNNING, S.STARTING):
+    async def _terminate(self, child: Child, reason: str) -> None:
+        if not child.stopping and self.state in (S.RUNNING, S.STARTING):
             self._set_state(State.STOPPING, reason)
-        sig = getattr(signal, "SIG" + self.spec.stop_signal)
-        self._signal_group(pid, sig)
         timeout = self.rt.timeouts.service_shutdown_timeout
-        try:
-            await asyncio.wait_for(asyncio.shield(exit_future), timeout)
-        except asyncio.TimeoutError:
+
+        def late() -> None:
             self.say(f"did not stop within {timeout:g}s of SIG{self.spec.stop_signal}; "
                      f"sending SIGKILL", "warning")
-            self._signal_group(pid, signal.SIGKILL)
-            await asyncio.shield(exit_future)
 
-    @staticmethod
-    def _signal_group(pid: int, sig: int) -> None:
-        # Services lead their own session and group: signal the group, children included.
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        except PermissionError:
-            pass
+        await child.stop(getattr(signal, "SIG" + self.spec.stop_signal), timeout, late)
 
     # -- the run loop -----------------------------------------------------------------
 
@@ -207,32 +214,31 @@ class Service:
         try:
             if not await self._wait_dependencies():
                 return
-            delay = self.spec.restart_delay
-            quick_failures = 0
+            policy = RestartPolicy(self.spec)
             while True:
                 self._set_state(State.STARTING)
                 if self.spec.wait_after and not await self._pause(self.spec.wait_after):
                     self._set_state(State.STOPPED, "stopped before it started")
                     return
                 attempt = await self._run_once()
-                if self._finish(attempt):
+                health_restart, self._health_restart = self._health_restart, False
+                decision = policy.decide(attempt.exit, attempt.error, attempt.ran_for,
+                                         stop_requested=self._stop_requested,
+                                         health_restart=health_restart)
+                if not decision.restart:
+                    final = State(decision.state)
+                    if final == State.COMPLETED and not self._stop_requested:
+                        self.say("completed")
+                    elif final == State.FAILED and decision.reason.startswith("gave up"):
+                        self.last_error = decision.reason
+                        self.say(self.last_error, "error")
+                    self._set_state(final, decision.reason)
                     return
-                if attempt.ran_for >= self.spec.stable_after:
-                    quick_failures, delay = 0, self.spec.restart_delay   # it had settled
-                else:
-                    quick_failures += 1
-                if quick_failures >= self.spec.restart_limit:
-                    self.last_error = (f"gave up after {quick_failures} quick failures in a row "
-                                       f"(each ran less than {self.spec.stable_after:g}s)")
-                    self.say(self.last_error, "error")
-                    self._set_state(State.FAILED, self.last_error)
-                    return
-                self._set_state(State.BACKOFF, f"restarting in {delay:g}s")
-                self.say(f"restarting in {delay:g}s")
-                if not await self._pause(delay):
+                self._set_state(State.BACKOFF, decision.reason)
+                self.say(f"restarting in {decision.delay:g}s")
+                if not await self._pause(decision.delay):
                     self._set_state(State.STOPPED, "stopped while backing off")
                     return
-                delay = min(delay * 2, self.spec.restart_delay_max)
                 self.restarts += 1
         except asyncio.CancelledError:
             raise
@@ -242,27 +248,6 @@ class Service:
             if self.state not in TERMINAL:
                 self.state = State.FAILED
                 self._notify()
-
-    def _finish(self, attempt: Attempt) -> bool:
-        """Settle the state after one run; True when the run loop should end."""
-        exit_status = attempt.exit
-        success = exit_status is not None and exit_status.success
-        health_restart, self._health_restart = self._health_restart, False
-        if self._stop_requested:
-            final = State.COMPLETED if self.spec.oneshot and success else State.STOPPED
-            self._set_state(final, "stopped")
-            return True
-        if self.spec.oneshot and success:
-            self.say("completed")
-            self._set_state(State.COMPLETED, "exited 0")
-            return True
-        if success and self.spec.restart != "always" and not health_restart:
-            self._set_state(State.STOPPED, "exited 0")
-            return True
-        if self.spec.restart == "no" and not health_restart:
-            self._set_state(State.FAILED, attempt.error or exit_status.describe())
-            return True
-        return False
 
     async def _wait_dependencies(self) -> bool:
         deps = self.spec.depends_on
@@ -320,10 +305,10 @@ class Service:
         return False
 
     async def _run_once(self) -> Attempt:
-        spec = self.spec
+        spec, rt = self.spec, self.rt
         if spec.pre_script:
-            status, _ = await self.run_hook((spec.pre_script,),
-                                            self.rt.timeouts.pre_script_timeout, "pre_script")
+            status, _ = await run_hook(self, (spec.pre_script,),
+                                       rt.timeouts.pre_script_timeout, "pre_script")
             if self._stop_requested:
                 return Attempt(error="stopped during pre_script")
             if status is None or not status.success:
@@ -333,127 +318,49 @@ class Service:
                 return Attempt(error=self.last_error)
         try:
             identity = resolve_identity(spec.user, spec.group)
-            env = child_environment({**self.rt.environ, **spec.environment()}, identity)
-            child = spawn(spec.argv, env=env, cwd=spec.directory, identity=identity, tty=spec.tty)
+            env = child_environment({**rt.environ, **spec.environment()}, identity)
+            child = rt.spawn(spec.argv, outputs=rt.outputs_for(self), label=self.name, env=env,
+                             cwd=spec.directory, identity=identity, tty=spec.tty)
         except SpawnError as exc:
+            # Exec failures and exhausted resources (no PTY, no fd, fork refused) alike:
+            # a failed start, in the log and the history; the restart policy decides.
             self.last_error = f"cannot start: {exc.message}"
             self.say(self.last_error, "error")
             return Attempt(error=self.last_error)
-        self._exit_future = self.rt.reaper.wait(child.pid)   # same callback as the spawn
-        self.pid = child.pid
+        self._child = child
         self.started_at = time.time()
-        began = self.rt.loop.time()
-        drain = Drain(self.rt.loop, child.fds, self.rt.outputs_for(self))
+        began = rt.clock()
         monitor = None
         self.say(f"started (pid {child.pid})")
         if spec.healthcheck:
             self.started_once = True            # "started": the process is up
             self._set_health("starting")
-            monitor = self.rt.loop.create_task(self._monitor_health())
+            monitor = rt.loop.create_task(self._monitor_health(child))
         else:
             self._set_state(State.RUNNING, f"pid {child.pid}")
-        exit_status = await self._exit_future
-        child.mark_reaped(exit_status.shell_status)
-        try:
-            await asyncio.wait_for(asyncio.shield(drain.done), DRAIN_GRACE)
-        except asyncio.TimeoutError:
-            drain.close()   # a descendant still holds the terminal: keep what we have
+        exit_status = await child.finished()
         if monitor is not None:
             monitor.cancel()
-        self.pid = None
-        self._exit_future = None
         self.last_exit = exit_status
-        ran_for = self.rt.loop.time() - began
-        if not (self.spec.oneshot and exit_status.success) and not self._stop_requested:
+        ran_for = rt.clock() - began
+        if not (spec.oneshot and exit_status.success) and not self._stop_requested:
             self.say(f"exited ({exit_status.describe()}) after {ran_for:.1f}s",
                      "info" if exit_status.success else "warning")
         if spec.healthcheck and self.health != "-":
             self._set_health("-")
         if spec.post_script:
-            await self.run_hook((spec.post_script,), self.rt.timeouts.post_script_timeout,
-                                "post_script")
+            await run_hook(self, (spec.post_script,), rt.timeouts.post_script_timeout,
+                           "post_script")
         return Attempt(exit=exit_status, ran_for=ran_for)
 
-    # -- children other than the service itself ---------------------------------------
-
-    async def run_hook(self, argv: tuple[str, ...], timeout: float, what: str,
-                       capture: bool = False) -> tuple[ExitStatus | None, str]:
-        """Run a pre/post script (or exec health probe) as the service would run.
-
-        Its output goes to the service's log, or is returned when `capture`. The status is
-        None when the hook was killed for taking longer than `timeout`.
-        """
-        spec = self.spec
-        try:
-            identity = resolve_identity(spec.user, spec.group)
-            env = child_environment({**self.rt.environ, **spec.environment()}, identity)
-            child = spawn(argv, env=env, cwd=spec.directory, identity=identity, tty=False,
-                          merge_stderr=True)
-        except SpawnError as exc:
-            self.say(f"{what}: {exc.message}", "error")
-            return ExitStatus(127), exc.message
-        exit_future = self.rt.reaper.wait(child.pid)
-        if capture:
-            output = _Capture()
-        else:
-            output = self.rt.hook_output_for(self)
-        drain = Drain(self.rt.loop, child.fds, {"stdout": output})
-        if not capture:
-            self._hook = (child.pid, what)
-        timed_out = False
-        try:
-            await asyncio.wait_for(asyncio.shield(exit_future), timeout)
-        except asyncio.TimeoutError:
-            timed_out = True
-            self.say(f"{what} {argv[0]} took longer than {timeout:g}s; killed", "warning")
-            self._signal_group(child.pid, signal.SIGKILL)
-        status = await exit_future
-        child.mark_reaped(status.shell_status)
-        if not capture:
-            self._hook = None
-        try:
-            await asyncio.wait_for(asyncio.shield(drain.done), DRAIN_GRACE)
-        except asyncio.TimeoutError:
-            drain.close()
-        text = output.text() if capture else ""
-        return (None if timed_out else status), text
+    # -- health -----------------------------------------------------------------------
 
     async def _run_exec_probe(self, argv: tuple[str, ...], timeout: float) -> tuple[int | None, str]:
-        status, text = await self.run_hook(argv, timeout, "healthcheck", capture=True)
+        status, text = await run_hook(self, argv, timeout, "healthcheck", capture=True)
         return (status.shell_status if status else None), text
 
-    async def _monitor_health(self) -> None:
-        check = self.spec.healthcheck
-        if check.kind == "http" and str(check.target).lower().startswith("https:"):
-            enable_asyncio_tls()
-        began = self.rt.loop.time()
-        failures = 0
-        passed = False      # a success ends this run's start period early, as in Docker
-        while True:
-            ok, said = await health.probe(check, self._run_exec_probe)
-            self.last_check = (time.time(), ok, said)
-            if ok:
-                failures, passed = 0, True
-                if self.health != "healthy":
-                    self.say("healthy")
-                    self._set_health("healthy")
-                if self.state == State.STARTING:
-                    self._set_state(State.RUNNING, "healthy")
-            elif passed or self.rt.loop.time() - began >= check.start_period:
-                failures += 1
-                if failures >= check.retries and self.health != "unhealthy":
-                    restart = check.on_unhealthy == "restart"   # say why the stop comes
-                    self.say(f"unhealthy after {failures} failed checks: {said}"
-                             + ('; restarting it (on_unhealthy = "restart")' if restart else ""),
-                             "warning")
-                    self._set_health("unhealthy")
-                    if self.state == State.STARTING:
-                        self._set_state(State.RUNNING, "unhealthy")
-                    if check.on_unhealthy == "restart":
-                        self._health_restart = True
-                        self.rt.loop.create_task(self._terminate("unhealthy: restarting"))
-                        return
-            await asyncio.sleep(check.interval)
+    def _monitor_health(self, child: Child):
+        return health.monitor(self, child)
 
     # -- reporting --------------------------------------------------------------------
 
@@ -479,43 +386,3 @@ class Service:
             "history": [{"at": t, "state": s, "reason": r} for t, s, r in self.history],
             "last_check": check,
         }
-
-
-def enable_asyncio_tls() -> None:
-    """Give asyncio back the ssl module that the runner kept from it (cli.py,
-    `isolate.import_asyncio_without_ssl`): needed before the first https health probe."""
-    import importlib
-    import sys
-
-    import ssl
-
-    for name in ("asyncio.base_events", "asyncio.selector_events"):
-        module = sys.modules.get(name)
-        if module is not None and getattr(module, "ssl", ssl) is None:
-            module.ssl = ssl
-    sslproto = sys.modules.get("asyncio.sslproto")
-    if sslproto is not None and getattr(sslproto, "ssl", ssl) is None:
-        importlib.reload(sslproto)  # it defines TLS names only when ssl imported; callers
-                                    # look its classes up as sslproto.X at each use
-
-
-class _Capture:
-    """A StreamOutput stand-in that keeps an exec probe's output instead of printing it."""
-
-    has_partial = False
-
-    def __init__(self) -> None:
-        self._chunks: list[bytes] = []
-
-    def feed(self, data: bytes) -> None:
-        if sum(map(len, self._chunks)) < 65536:
-            self._chunks.append(data)
-
-    def flush_partial(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def text(self) -> str:
-        return b"".join(self._chunks).decode("utf-8", "replace")

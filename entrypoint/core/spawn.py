@@ -8,10 +8,10 @@ controlling terminal and puts back signal dispositions the runner changed.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import grp
 import os
-import pty
 import pwd
 import shutil
 import signal
@@ -130,7 +130,9 @@ def spawn(
     if identity is not None:
         user_kwargs = dict(user=identity.uid, group=identity.gid, extra_groups=list(identity.groups))
     if tty:
-        master, slave = pty.openpty()
+        # os.openpty, not pty.openpty: the latter hides the errno (ENOSPC) behind a BSD
+        # fallback's "out of pty devices".
+        master, slave = _resource(os.openpty, "a terminal (PTY)")
         try:
             fcntl.ioctl(slave, termios.TIOCSWINSZ, _winsize())
             attrs = termios.tcgetattr(slave)
@@ -146,6 +148,9 @@ def spawn(
                 popen = _popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd,
                                preexec_fn=_child_with_ctty, **user_kwargs)
                 pid = popen.pid
+        except OSError as exc:
+            os.close(master)
+            raise SpawnError(f"cannot set up the terminal: {exc.strerror or exc}") from None
         except BaseException:
             os.close(master)
             raise
@@ -154,8 +159,13 @@ def spawn(
         os.set_blocking(master, False)
         return Spawned(pid, {"stdout": master}, popen)
 
-    out_r, out_w = os.pipe()
-    err_r, err_w = (None, out_w) if merge_stderr else os.pipe()
+    out_r, out_w = _resource(os.pipe, "a pipe")
+    try:
+        err_r, err_w = (None, out_w) if merge_stderr else _resource(os.pipe, "a pipe")
+    except SpawnError:
+        os.close(out_r)
+        os.close(out_w)
+        raise
     try:
         if identity is None and cwd is None and min(out_w, err_w) > 2:
             pid, popen = _spawn_fast(argv, env, None, out_w, err_w), None
@@ -178,6 +188,17 @@ def spawn(
     for fd in fds.values():
         os.set_blocking(fd, False)
     return Spawned(pid, fds, popen)
+
+
+def _resource(make, what: str):
+    """`make()`, with running out of PTYs (ENOSPC, EAGAIN), fds (EMFILE, ENFILE) or memory
+    turned into a SpawnError: a failed start that the restart policy handles, never an
+    error that takes the runner down."""
+    try:
+        return make()
+    except OSError as exc:
+        code = f" ({errno.errorcode.get(exc.errno, exc.errno)})" if exc.errno else ""
+        raise SpawnError(f"cannot get {what}: {exc.strerror or exc}{code}") from None
 
 
 _inherited_checked = False

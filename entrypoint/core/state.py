@@ -30,7 +30,3 @@ ALLOWED: dict[State, set[State]] = {
     S.DISABLED: {S.PENDING},
 }
 TERMINAL = {S.STOPPED, S.COMPLETED, S.FAILED, S.DISABLED}
-
-
-class TransitionError(RuntimeError):
-    pass

@@ -18,13 +18,19 @@ from entrypoint.output.printer import Printer
 from entrypoint.output.logfile import RotatingLog
 
 from entrypoint.output.stream import StreamOutput
+from entrypoint.core.child import Child
+from entrypoint.core.order import stop_in_order
 from entrypoint.core.reaper import ExitStatus, Reaper
 from entrypoint.core.service import Runtime, Service
 from entrypoint.core.state import TERMINAL, State
 from entrypoint.core.spawn import SpawnError, spawn_foreground
 from entrypoint.config.spec import Config
 from entrypoint.core.signals import FORWARDED_SIGNALS, SHUTDOWN_SIGNALS, become_subreaper
-from entrypoint.core.sweep import SWEEP_GRACE, _comm, _signal_all, descendants
+from entrypoint.core.sweep import final_sweep, leftovers_text
+
+# The run ends at most this long after global_shutdown_timeout, whatever is left: a process
+# the kernel cannot kill (uninterruptible sleep), an error in the sweep, no /proc.
+FINAL_MARGIN = 3.0
 
 class Supervisor:
     def __init__(self, config: Config, printer: Printer, *, cmd: list[str] | None = None,
@@ -45,14 +51,13 @@ class Supervisor:
         self._logs: dict[str, RotatingLog] = {}
         self.shutting_down = False
         self.started_at = time.time()
-        self.cmd_pid: int | None = None
+        self._cmd: Child | None = None
         self.cmd_exit: ExitStatus | None = None
         self._exit_status: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._done: asyncio.Future[int] | None = None
         self._shutdown_task: asyncio.Task | None = None
         self._ready_changed = asyncio.Event()
-        self._cmd_exit_future: asyncio.Future[ExitStatus] | None = None
         self.early_signals: list[int] = []
         self.end_reason: str | None = None       # why the run ended (for reports)
         self._shutdown_signal = signal.SIGTERM   # what the CMD gets when we shut down
@@ -65,6 +70,11 @@ class Supervisor:
         self.on_reload_signal = None     # set by the control layer (SIGHUP)
         self.on_report_signal = None     # set by the control layer (SIGUSR1 without a CMD)
         self.change_listeners: list = []  # called with each service that changed (proctitle)
+
+    @property
+    def cmd_pid(self) -> int | None:
+        cmd = self._cmd
+        return cmd.pid if cmd is not None and not cmd.reaped else None
 
     # -- wiring -----------------------------------------------------------------------
 
@@ -190,27 +200,36 @@ class Supervisor:
             return
         self.printer.system(f"all services ready; running {' '.join(self.cmd)}")
         try:
-            child = spawn_foreground(self.cmd, env=self.environ)
+            # Not a group leader for our signals: they go to the CMD's pid, as tini does.
+            self._cmd = Child.spawn(self._loop, self.reaper, self.cmd, spawner=spawn_foreground,
+                                    env=self.environ, group=False, label="the command")
         except SpawnError as exc:
             self.printer.system(f"cannot run the command: {exc.message}", "error")
             self._end(127, "the command could not start")
             return
-        exit_future = self.reaper.wait(child.pid)     # same callback as the spawn
-        self.cmd_pid, self._cmd_exit_future = child.pid, exit_future
-        status = await exit_future
-        child.mark_reaped(status.shell_status)
+        status = await self._cmd.exited
         if os.isatty(0):
             try:   # take the terminal back, so a Ctrl-C during the shutdown reaches us
                 os.tcsetpgrp(0, os.getpgrp())
             except OSError:
                 pass
-        self.cmd_pid = None
         self.cmd_exit = status
         self._end(status.shell_status, f"the command ended ({status.describe()})")
 
     async def _wait_ready(self) -> bool:
         deadline = self._loop.time() + self.ready_timeout
         while not self.shutting_down:
+            # Any service that FAILED for good ends the wait, even one that was ready once
+            # (it started, then gave up): the CMD would run without it (CONTRACT §1).
+            failed = [s for s in self.services.values() if s.spec.enabled
+                      and s.state == State.FAILED and not s.spec.required]
+            if failed:      # a required one ends the run by itself, with its status
+                for service in failed:
+                    self.printer.system(f"{service.name} FAILED before the command could "
+                                        f"start: {self._why(service)}", "error")
+                self._end(1, ", ".join(f'"{s.name}"' for s in failed)
+                          + " FAILED before the command could start")
+                return False
             waiting = self.not_ready()
             if not waiting:
                 return True
@@ -237,6 +256,11 @@ class Supervisor:
                 pass
         return False
 
+    @staticmethod
+    def _why(service: Service) -> str:
+        reason = service.history[-1][2] if service.history else ""
+        return reason or service.last_error or "no reason given"
+
     # -- signals ----------------------------------------------------------------------
 
     def _on_shutdown_signal(self, sig: int) -> None:
@@ -259,10 +283,7 @@ class Supervisor:
 
     def _on_other_signal(self, sig: int) -> None:
         if self.cmd_pid is not None:
-            try:
-                os.kill(self.cmd_pid, sig)
-            except ProcessLookupError:
-                pass
+            self._cmd.signal(sig)
         elif sig == signal.SIGUSR1 and self.on_report_signal is not None:
             self.on_report_signal()
 
@@ -278,120 +299,92 @@ class Supervisor:
         self._shutdown_task = self._loop.create_task(self._shutdown(reason))
 
     async def _shutdown(self, reason: str) -> None:
-        timeouts = self.config.timeouts
+        limit = self.config.timeouts.global_shutdown_timeout
         self.printer.system(f"stopping ({reason})")
-        deadline = self._loop.time() + timeouts.global_shutdown_timeout   # the final sweep too
+        deadline = self._loop.time() + limit      # the final sweep too
         self._stop_deadline = deadline
-        everything = self._loop.create_task(self._stop_everything())
+        # Whatever happens below, the run ends by deadline + FINAL_MARGIN: an orchestrator
+        # SIGKILLs us anyway, better that we exit saying what we could not stop.
+        bound = self._loop.call_at(deadline + FINAL_MARGIN, self._give_up, limit)
         try:
-            await asyncio.wait_for(asyncio.shield(everything), timeouts.global_shutdown_timeout)
-        except asyncio.TimeoutError:
-            self.printer.system(f"shutdown took longer than {timeouts.global_shutdown_timeout:g}s "
-                                f"(global_shutdown_timeout): killing what is left", "warning")
-            self._kill_everything()
-            await everything
+            await self._stop_and_sweep(deadline, limit)
+        except Exception as exc:     # a bug or a missing /proc must not keep PID 1 up
+            self.printer.system(f"error during the shutdown: {exc!r}; exiting anyway", "error")
             if self._exit_status is None:
                 self._exit_status = 1
-        await self._sweep(deadline)
+        finally:
+            bound.cancel()
+        self._finish()
+
+    async def _stop_and_sweep(self, deadline: float, limit: float) -> None:
+        everything = self._loop.create_task(self._stop_everything())
+        try:
+            await asyncio.wait_for(asyncio.shield(everything), limit)
+        except asyncio.TimeoutError:
+            self.printer.system(f"shutdown took longer than {limit:g}s "
+                                f"(global_shutdown_timeout): killing what is left", "warning")
+            self._kill_everything()
+            if self._exit_status is None:
+                self._exit_status = 1
+            await everything
+        await final_sweep(self.reaper, self.printer, self._loop, deadline, self._forced)
+
+    def _give_up(self, limit: float) -> None:
+        """The shutdown overran its bound: exit now, naming what is still there."""
+        stuck = [f"{s.name} (pid {s.pid}, {s.state.value})" for s in self.services.values()
+                 if s.pid is not None]
+        if self.cmd_pid is not None:
+            stuck.append(f"the command (pid {self.cmd_pid})")
+        self.printer.system(f"could not stop everything within {limit:g}s "
+                            f"(global_shutdown_timeout) + {FINAL_MARGIN:g}s: "
+                            f"{', '.join(stuck) or 'no service left'}; {leftovers_text()}; "
+                            f"exiting anyway", "error")
+        if self._exit_status is None:
+            self._exit_status = 1
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._done.done():
+            return
         status = self._exit_status
         if status is None:
             status = self.cmd_exit.shell_status if self.cmd_exit else 0
         self.printer.system(f"exit status {status}")
-        if not self._done.done():
-            self._done.set_result(status)
+        self._done.set_result(status)
 
     async def _stop_everything(self) -> None:
         if self.cmd_pid is not None:
             await self._stop_cmd()
-        tasks: dict[str, asyncio.Task] = {}
-        dependents: dict[str, list[str]] = {name: [] for name in self.services}
-        for service in self.services.values():
-            for dep, _ in service.spec.depends_on:
-                if dep in dependents:
-                    dependents[dep].append(service.name)
 
-        async def stop_one(service: Service) -> None:
-            # A service stops only after everything that depends on it has stopped.
-            if dependents[service.name]:
-                await asyncio.gather(*(tasks[d] for d in dependents[service.name]))
+        async def stop_reported(service: Service, reason: str) -> None:
             was_running = service.pid is not None
             began = self._loop.time()
-            await service.stop("shutdown")
+            await service.stop(reason)
             if was_running:
                 exit_status = service.last_exit
                 self.printer.system(f"{service.name} stopped "
                                     f"({exit_status.describe() if exit_status else 'no status'}) "
                                     f"in {self._loop.time() - began:.2f}s")
 
-        for service in self.services.values():
-            tasks[service.name] = self._loop.create_task(stop_one(service))
-        await asyncio.gather(*tasks.values())
+        await stop_in_order(list(self.services.values()), "shutdown", stop_reported)
 
     async def _stop_cmd(self) -> None:
         """The CMD depends on every service: it stops first, like a service would."""
-        pid, exited = self.cmd_pid, self._cmd_exit_future
         timeout = self.config.timeouts.service_shutdown_timeout
-        try:
-            os.kill(pid, self._shutdown_signal)    # the signal we got, as tini forwards it
-        except ProcessLookupError:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(exited), timeout)
-        except asyncio.TimeoutError:
-            self.printer.system(f"the command did not stop within {timeout:g}s; SIGKILL", "warning")
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            await exited
+
+        def late() -> None:
+            self.printer.system(f"the command did not stop within {timeout:g}s; SIGKILL",
+                                "warning")
+
+        # The signal we got, as tini forwards it.
+        await self._cmd.stop(self._shutdown_signal, timeout, late)
 
     def _kill_everything(self) -> None:
         for service in self.services.values():
             service.kill()
         self._forced = True
-        if self.cmd_pid is not None:
-            try:
-                os.kill(self.cmd_pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-    async def _sweep(self, deadline: float) -> None:
-        """TERM, then KILL, whatever descendant is left; return when no child is left.
-
-        The SIGKILL comes after SWEEP_GRACE, or at `deadline` (global_shutdown_timeout)
-        when that is sooner."""
-        # No child at all means no descendant at all (orphans are re-parented to us, as
-        # PID 1 or subreaper): skip reading every /proc/*/stat, ~2 ms on a busy host.
-        leftovers = descendants(os.getpid()) if self.reaper.has_children() else []
-        grace = min(SWEEP_GRACE, deadline - self._loop.time())
-        kill_now = self._forced or grace <= 0
-        if leftovers:
-            listing = ", ".join(f"{pid} ({_comm(pid)})" for pid in leftovers[:10])
-            self.printer.system(f"{len(leftovers)} leftover process(es): {listing}; "
-                                f"sending {'SIGKILL' if kill_now else 'SIGTERM'}", "warning")
-        if leftovers and kill_now:
-            _signal_all(leftovers, signal.SIGKILL)
-        elif leftovers:
-            _signal_all(leftovers, signal.SIGTERM)
-            try:
-                # Every descendant, not only these: a TERM handler may start new ones.
-                await asyncio.wait_for(self._wait_gone(), grace)
-            except asyncio.TimeoutError:
-                still = descendants(os.getpid())
-                self.printer.system(f"sending SIGKILL to {len(still)} process(es)", "warning")
-                _signal_all(still, signal.SIGKILL)
-        for _ in range(2):
-            try:
-                await asyncio.wait_for(self.reaper.wait_no_children(), SWEEP_GRACE)
-                return
-            except asyncio.TimeoutError:
-                # Something outlived the sweep (forked meanwhile): never exit leaving it.
-                _signal_all(descendants(os.getpid()), signal.SIGKILL)
-        self.printer.system("some children could not be reaped; exiting anyway", "warning")
-
-    async def _wait_gone(self) -> None:
-        while descendants(os.getpid()):
-            await asyncio.sleep(0.05)
+        if self._cmd is not None:
+            self._cmd.kill()
 
     # -- operations for the control layer ----------------------------------------------
 
