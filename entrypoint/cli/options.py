@@ -128,6 +128,11 @@ OPTIONS: tuple[Option, ...] = (
            "write a JSON summary of the run to FILE at exit", (RUN,)),
     Option("ENTRYPOINT_NO_INSTALL", ("--no-install",), "no_install", boolean, None,
            "do not put `entrypoint` on PATH when started as root from elsewhere", (RUN,)),
+    # No flag: a reload is asked for later, by SIGHUP or `entrypoint reload`; checked at
+    # start like the others so that a bad value fails at once, not at the first reload.
+    Option("ENTRYPOINT_RELOAD_TIMEOUT", (), "reload_timeout", seconds, "SECONDS",
+           "how long a reload's validation of the new config may take before the reload "
+           "is rejected (default 30)", (RUN,)),
     Option("ENTRYPOINT_INSTALL_DIR", ("--dir",), "dir", text, "DIR",
            "where `entrypoint install` (and the automatic install) puts the link "
            "(default: /usr/local/bin)", (INSTALL,)),
@@ -161,6 +166,7 @@ class RunOptions:
     socket: str | None = None          # None: the default place (control.protocol)
     report: str | None = None
     no_install: bool = False
+    reload_timeout: float | None = None  # None: 30 s (read again by config.isolate at reload)
     cmd: tuple[str, ...] = ()
 
 
@@ -198,13 +204,13 @@ def from_environment(namespace: argparse.Namespace, chosen: list[Option],
     """
     values, bad = {}, []
     for o in chosen:
-        value = getattr(namespace, o.dest)
+        value = getattr(namespace, o.dest, None)   # a flagless option is not in it
         raw = environ.get(o.env, "")
         if value is None and raw and not o.read_by_lookup:
             try:
                 value = o.convert(raw)
             except ValueError as exc:
-                bad.append(f"{o.env} ({o.flags[0]}): {exc}")
+                bad.append(f"{o.env} ({o.flags[0]}): {exc}" if o.flags else f"{o.env}: {exc}")
         if value is not None:
             values[o.dest] = value
     if bad:
@@ -254,8 +260,7 @@ def parse_run(argv: list[str], environ: Mapping[str, str]) -> RunOptions:
     words, cmd = split_run_args(argv)
     parser = run_parser()
     namespace = parse(parser, words)
-    values = from_environment(namespace, [o for o in OPTIONS if RUN in o.commands and o.flags],
-                              environ)
+    values = from_environment(namespace, [o for o in OPTIONS if RUN in o.commands], environ)
     return RunOptions(cmd=tuple(cmd), **values)
 
 
@@ -282,7 +287,8 @@ def environment_help() -> str:
     lines = ["environment (the flag wins over its variable; an empty value counts as unset):"]
     indent = " " * 6
     for o in OPTIONS:
-        about = f"{', '.join(o.flags)} of {', '.join(o.commands)}: {o.help}"
+        where = f"{', '.join(o.flags)} of " if o.flags else "for "
+        about = f"{where}{', '.join(o.commands)}: {o.help}"
         lines.append(f"  {o.describe()}")
         lines.append(textwrap.fill(about, 88, initial_indent=indent, subsequent_indent=indent))
     for name, meaning in OTHER_VARIABLES:
