@@ -16,7 +16,7 @@ from entrypoint.errors import EntrypointError, UsageError
 
 CONTROL_COMMANDS = ("list", "status", "start", "stop", "restart", "logs", "reload",
                     "shutdown", "health", "exec")
-SUBCOMMANDS = ("run", "check", "install", "version", *CONTROL_COMMANDS)
+SUBCOMMANDS = ("run", "check", "install", "version", "notify", *CONTROL_COMMANDS)
 EXIT_CMD_NOT_FOUND = 127    # as a shell and `docker run` say it
 
 
@@ -31,6 +31,8 @@ usage:
   entrypoint logs [NAME...] [-f] [-n LINES]
   entrypoint reload | shutdown | install | version
   entrypoint exec NAME -- CMD [ARGS...]       run CMD as that service would run
+  entrypoint notify [--ready] [--status T] [--progress D/T] [KEY=VALUE...]
+                                               from a service: readiness, status, progress
 
 `entrypoint COMMAND --help` tells more. Exit status: 0 ok, 1 failure, 2 invalid config or
 usage, 3 no running entrypoint reachable; with a CMD, the CMD's status.
@@ -56,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_check(rest)
         if command == "version":
             return cmd_version(rest)
+        if command == "notify":
+            from entrypoint.cli.notify import main as cmd_notify
+            return cmd_notify(rest)
         if command == "install":
             from entrypoint.cli.install import cmd_install
             return cmd_install(rest)
