@@ -15,6 +15,7 @@ Public surface (also used by the jobs code and the `entrypoint notify` client):
 - `NotifySocket(loop, on_message, find)`: the runner's socket. `find(pid)` returns the
   service owning a pid or None; `on_message(service, fields)` is called for each accepted
   datagram. `.path` goes into a service's `NOTIFY_SOCKET`; `.counters` are shown by `list`.
+- `open_notify_socket(supervisor)`: the runner's socket, finding services by session/group.
 - `send(path, text, wait=...)`: send one datagram (as sd_notify does), optionally waiting for
   the runner's acknowledgement: our own client asks for one with `X_ENTRYPOINT_ACK=1`, so
   it cannot exit (and be reaped) before the runner has looked up its pid.
@@ -312,6 +313,30 @@ class NotifySocket:
             pass
 
 
+def open_notify_socket(sup) -> NotifySocket | None:
+    """The supervisor's notify socket; None (with an error line) if it cannot be made:
+    services that need it then never become ready, a failed start each."""
+    def sender(pid: int):
+        # The service whose session or process group `pid` is in, if it has a notify
+        # socket: what the kernel says of the sender, not what the message claims.
+        ids = session_and_group(pid)
+        if ids is None:
+            return None
+        for service in sup.services.values():
+            leader = service.pid
+            if leader is not None and leader in ids and service.spec.wants_notify:
+                return service
+        return None
+
+    try:
+        return NotifySocket(sup._loop, lambda service, fields: service.on_notify(fields), sender,
+                            lambda text: sup.printer.system(text, "warning"))
+    except OSError as exc:
+        sup.printer.system(f"cannot open the notify socket: {exc.strerror or exc}; services "
+                           f'with ready = "notify" or a watchdog cannot become ready', "error")
+        return None
+
+
 def _summary(fields: dict[str, str]) -> str:
     keys = ", ".join(f"{k}={fields[k][:20]}" if k in ("READY", "WATCHDOG") else k
                      for k in list(fields)[:4])
@@ -344,5 +369,5 @@ def send(path: str, text: str, *, wait: float = 0.0) -> str | None:
             return None
 
 
-__all__ = ["MAX_DATAGRAM", "NotifyError", "NotifySocket", "NotifyState", "parse", "parse_when",
-           "send", "session_and_group"]
+__all__ = ["MAX_DATAGRAM", "NotifyError", "NotifySocket", "NotifyState", "open_notify_socket",
+           "parse", "parse_when", "send", "session_and_group"]

@@ -75,7 +75,12 @@ class Reloader:
 
     async def reload(self, origin: str) -> dict:
         async with self._lock:          # one reload at a time; a second one waits
-            return await self._reload(origin)
+            self.sup.tell("reloading")
+            try:
+                return await self._reload(origin)
+            finally:
+                if not self.sup.shutting_down:
+                    self.sup.tell("reloaded")
 
     async def _load(self) -> tuple[Config, list]:
         if self.source is None:
