@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from entrypoint.core import health, readiness
+from entrypoint.core import health, ports, readiness
 from entrypoint.core.child import Child
 from entrypoint.core.hooks import child_spawner, run_hook
 from entrypoint.core.notify import NotifyState
@@ -339,6 +339,12 @@ class Service:
                 self.last_error = f"pre_script {spec.pre_script} failed ({what}): not started"
                 self.say(self.last_error, "error")
                 return Attempt(error=self.last_error)
+        if spec.port is not None:
+            holder = ports.taken_by(spec.port)
+            if holder is not None:
+                self.last_error = f"cannot start: port {spec.port} is already in use by {holder}"
+                self.say(self.last_error, "error")
+                return Attempt(error=self.last_error)
         try:
             identity = resolve_identity(spec.user, spec.group)
             env = child_environment({**rt.environ, **spec.environment()}, identity)
@@ -414,5 +420,6 @@ class Service:
             "history": [{"at": t, "state": s, "reason": r} for t, s, r in self.history],
             "last_check": check,
             "ready": self.spec.ready, "trigger": self.trigger,
+            "replica_of": self.spec.replica_of, "port": self.spec.port,
             "notify": self.notify.to_json(),
         }
