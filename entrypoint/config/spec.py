@@ -71,6 +71,7 @@ class ServiceSpec:
     replica_of: str | None = None
     replica: int | None = None
     port: int | None = None           # the port it declares it listens on (its own, for a replica)
+    env_files: tuple[str, ...] = ()   # absolute paths, read at load; `check --strict` re-reads them
 
     @property
     def wants_notify(self) -> bool:
