@@ -3,6 +3,7 @@
 
     python3 scripts/bench.py            # full run: 5 rounds, 4 x 200,000 lines (~5 minutes)
     python3 scripts/bench.py --quick    # 1 round, 4 x 50,000 lines, 3 s idle (~1.5 minutes)
+    python3 scripts/bench.py --readiness  # READY=1 to a dependent's start (scripts/bench_ready.py)
 
 supervisord, honcho and matplotlib are installed into the benchmark's own virtualenv
 (default ~/.cache/entrypoint-bench/venv, `--venv DIR`), with this checkout installed
@@ -1049,7 +1050,11 @@ def write_report(result: dict, out_dir: Path) -> None:
     w(f"- {mach['os']}, Linux {mach['kernel']}, Python {mach['python']}")
     w("- " + ", ".join(f"{k} {v}" for k, v in vers.items()))
     w("")
-    (out_dir / "benchmarks.md").write_text("\n".join(lines))
+    md = out_dir / "benchmarks.md"
+    kept = ""       # the readiness section (scripts/bench_ready.py) outlives this rewrite
+    if md.exists() and "<!-- readiness: begin -->" in md.read_text():
+        kept = "<!-- readiness: begin -->" + md.read_text().split("<!-- readiness: begin -->", 1)[1]
+    md.write_text("\n".join(lines) + ("\n" + kept if kept else ""))
 
 
 def _ratio(s: dict, a: str, b: str) -> float | None:
@@ -1144,6 +1149,14 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=ROOT / "docs",
                    help="where benchmarks.md/.png/.json go (default docs/)")
     p.add_argument("--in-venv", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--readiness", action="store_true",
+                   help="measure READY=1 to a dependent's start instead (scripts/bench_ready.py; "
+                        "no venv needed): its section of docs/benchmarks.md")
+    args, rest = p.parse_known_args()
+    if args.readiness:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_ready import main as readiness_main
+        return readiness_main(rest + (["--no-report"] if args.no_report else []))
     args = p.parse_args()
     args.rounds = args.rounds or (1 if args.quick else 5)
     args.lines = args.lines or (50_000 if args.quick else 200_000)
