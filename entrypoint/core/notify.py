@@ -281,8 +281,10 @@ class NotifySocket:
                                 + (f" from pid {pid}" if pid else ""), addr)
         service = self._find(pid) if pid else None
         if service is None:
-            return self._refuse("stranger", f"{_summary(fields)} from pid {pid}, which belongs to "
-                                f"no service with a notify socket", addr, fields)
+            # The kernel gives pid 0 for a sender outside our PID namespace.
+            sender = f"pid {pid}, which belongs to" if pid else "a process outside this PID namespace:"
+            return self._refuse("stranger", f"{_summary(fields)} from {sender} no service with "
+                                f"a notify socket", addr, fields)
         self.counters["accepted"] += 1
         try:
             self._on_message(service, fields)

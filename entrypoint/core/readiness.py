@@ -188,7 +188,9 @@ def _line_matcher(service, pattern: re.Pattern):
 
 
 async def _watchdog(service, child, period: float) -> None:
-    """Kill the service when a period passes with no WATCHDOG=1 (counted from the start)."""
+    """Kill the service when a period passes with no WATCHDOG=1, counted from when it is
+    ready (as systemd does: a slow start is ready_timeout's business)."""
+    await service.ready_signal.wait()
     clock = service.rt.clock
     since = clock()
     while not child.reaped:

@@ -231,3 +231,59 @@ def test_flood_of_10000_per_second_for_10s(run_entrypoint, write_config, sock, t
     gaps = [b - a for a, b in zip(ticks, ticks[1:])]
     assert max(gaps) < 1.0, max(gaps)
     assert time.monotonic() - began < 60
+
+
+UNSHARE = ["unshare", "--pid", "--fork", "--mount-proc"]
+
+
+def _can_unshare() -> bool:
+    try:
+        return subprocess.run([*UNSHARE, "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.mark.skipif(not _can_unshare(), reason="cannot create a PID namespace here")
+def test_notify_as_pid1_gates_the_cmd_and_ignores_outsiders(run_entrypoint, write_config,
+                                                             tagged, tmp_path):
+    from conftest import tagged_pids
+
+    go = tmp_path / "go"
+    config = write_config(f"""
+        [timeouts]
+        service_shutdown_timeout = 2
+        [[services]]
+        name = "db"
+        command = "sh"
+        args = ["-c", "while [ ! -e {go} ]; do sleep 0.05; done; {NOTIFY} --ready --status up && exec sleep 1000"]
+        ready = "notify"
+    """)
+    runner = run_entrypoint("-c", config, "--", "sh", "-c", "echo the command ran",
+                            prefix=UNSHARE, env=tagged)
+    runner.wait_for(r"as PID 1")
+    runner.wait_for(r"db: started")
+    token = tagged["EP_TEST_TOKEN"]
+
+    def db_socket():
+        for pid in tagged_pids(token):
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    env = dict(i.split(b"=", 1) for i in f.read().split(b"\0") if b"=" in i)
+            except OSError:
+                continue
+            if b"NOTIFY_SOCKET" in env and b"sleep 0.05" in open(f"/proc/{pid}/cmdline", "rb").read():
+                return env[b"NOTIFY_SOCKET"].decode()
+        return None
+
+    path = wait_until(db_socket, 10, what="db's NOTIFY_SOCKET")
+    # From the host, outside the runner's PID namespace: the kernel says pid 0.
+    import socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(b"READY=1", path)
+    runner.wait_for(r"ignored a message \(READY=1\) from a process outside this PID namespace")
+    assert "all services ready" not in runner.output
+    go.touch()
+    assert runner.wait(30) == 0
+    out = runner.output
+    assert out.index("db: ready (READY=1)") < out.index("all services ready; running")
+    assert "the command ran" in out
