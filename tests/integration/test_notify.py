@@ -72,6 +72,9 @@ def test_notify_gates_dependent_ignores_stranger_and_shows_status(run_entrypoint
     assert snaps["db"]["notify"]["progress"]["done"] == 3
     assert snaps["db"]["notify"]["progress"]["percent"] == 30.0
     runner.wait_for(r"db: ready \(READY=1\)")
+    shown = ctl(sock, "status", "db").stdout
+    assert "ready:       notify (ready)" in shown and "status text: warm" in shown
+    assert "progress:    3/10 (30%)" in shown
     lines = runner.lines
     ready_at = next(i for i, l in enumerate(lines) if "db: ready (READY=1)" in l)
     app_at = next(i for i, l in enumerate(lines) if "app: started" in l)
