@@ -220,7 +220,9 @@ class NotifySocket:
 
         self._unlogged: dict[str, int] = {}
         self._last_log = -math.inf
-        self._dir = tempfile.mkdtemp(prefix="entrypoint-notify-", dir=_runtime_dir())
+        parent = _runtime_dir() or tempfile.gettempdir()
+        sweep_stale(parent)
+        self._dir = tempfile.mkdtemp(prefix=DIR_PREFIX, dir=parent)
         # Services of other users must reach the socket: the directory is searchable (not
         # listable) and the socket writable by all. Who is heard is decided by the sender's
         # pid that the kernel stamps on each datagram, not by file modes.
@@ -343,6 +345,43 @@ def _summary(fields: dict[str, str]) -> str:
     keys = ", ".join(f"{k}={fields[k][:20]}" if k in ("READY", "WATCHDOG") else k
                      for k in list(fields)[:4])
     return f"a message ({keys})"
+
+
+DIR_PREFIX = "entrypoint-notify-"
+STALE_AFTER = 60.0      # seconds: younger directories may belong to a runner binding right now
+
+
+def sweep_stale(parent: str, now: float | None = None) -> int:
+    """Remove notify directories of runners that died without cleaning up (SIGKILL): ours
+    by name and owner, older than a minute, whose socket has nobody bound to it (a
+    datagram connect() to it is refused). Returns how many went."""
+    import shutil
+
+    now = time.time() if now is None else now
+    removed = 0
+    try:
+        entries = [e for e in os.scandir(parent) if e.name.startswith(DIR_PREFIX)][:100]
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not entry.is_dir(follow_symlinks=False) or st.st_uid != os.geteuid() \
+                or now - st.st_mtime < STALE_AFTER:
+            continue
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.connect(os.path.join(entry.path, "notify.sock"))
+                continue            # a live runner's
+            except (ConnectionRefusedError, FileNotFoundError):
+                pass
+            except OSError:
+                continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed += 1
+    return removed
 
 
 def _runtime_dir() -> str | None:

@@ -98,13 +98,17 @@ def watch(service, child, setup: Setup) -> Watch:
 
 
 def finish(service, w: Watch) -> str:
-    """The run ended: stop listening; return why the start failed ("" if it did not)."""
+    """The run ended: stop listening. Returns why the run failed whatever its exit status
+    (not ready in time, or killed by its watchdog: a service that exits 0 on the signal
+    did not succeed), else ""."""
     for task in w.tasks:
         task.cancel()
     _stop_reading(service, w)
     for output in w.outputs:
         output.tap = None
     service.notify.clear_run()
+    if service.watchdog_fired and not w.failed_start:
+        return service.last_error
     return w.failed_start
 
 

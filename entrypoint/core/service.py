@@ -385,7 +385,9 @@ class Service:
         if spec.post_script:
             await run_hook(self, (spec.post_script,), rt.timeouts.post_script_timeout,
                            "post_script")
-        return Attempt(exit=exit_status, ran_for=ran_for, error=failed_start)
+        # A failed start counts as one whatever the exit status the stop signal produced.
+        return Attempt(exit=None if failed_start else exit_status, ran_for=ran_for,
+                       error=failed_start)
 
     # -- health -----------------------------------------------------------------------
 

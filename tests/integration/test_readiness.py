@@ -287,3 +287,22 @@ def test_notify_as_pid1_gates_the_cmd_and_ignores_outsiders(run_entrypoint, writ
     out = runner.output
     assert out.index("db: ready (READY=1)") < out.index("all services ready; running")
     assert "the command ran" in out
+
+
+def test_not_ready_in_time_is_a_failure_even_if_it_exits_0(run_entrypoint, write_config, tmp_path):
+    count = tmp_path / "count"
+    config = write_config(f"""
+        [[services]]
+        name = "polite"
+        command = "sh"
+        args = ["-c", "trap 'exit 0' TERM; echo run >> {count}; while :; do sleep 0.1; done"]
+        ready = "notify"
+        ready_timeout = 0.5
+        restart_delay = 0.1
+        restart_limit = 2
+    """)
+    runner = run_entrypoint("-c", config)
+    assert runner.wait(30) == 1, runner.output
+    assert count.read_text().count("run") == 2        # restarted once by on-failure
+    assert "polite: gave up after 2 quick failures" in runner.output
+    assert "not ready after 0.5s" in runner.output
