@@ -5,12 +5,15 @@ name, so these never clash with another service), each with `ENTRYPOINT_REPLICA=
 with `port = P`, `PORT=P+i-1`. A dependency on `web` means all of its replicas. Each
 replica's spec holds nothing of the count, so a reload from 2 to 3 replicas leaves
 `web.1` and `web.2` as they are (and `same_but_replicas` lets dependents stay too).
+A healthcheck aimed at the declared port follows each replica's port, and each replica
+writes its own `log_file` (`web.log` -> `web.1.log`), so that rotations never collide.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+from urllib.parse import urlsplit, urlunsplit
 
 from entrypoint.config.spec import ServiceSpec
 from entrypoint.errors import Problem
@@ -30,9 +33,36 @@ def expand(spec: ServiceSpec, replicas: int | None, port: int | None) -> list[Se
         own_port = None if port is None else port + i - 1
         if own_port is not None:
             env += (("PORT", str(own_port)),)
-        out.append(dataclasses.replace(spec, name=f"{spec.name}.{i}", env=env, replica_of=spec.name,
-                                       replica=i, port=own_port))
+        out.append(dataclasses.replace(
+            spec, name=f"{spec.name}.{i}", env=env, replica_of=spec.name, replica=i,
+            port=own_port, healthcheck=_own_port(spec.healthcheck, port, own_port),
+            log_file=_numbered(spec.log_file, i)))
     return out
+
+
+def _own_port(check, port: int | None, own: int | None):
+    """A healthcheck aimed at the service's declared port follows each replica's port."""
+    if check is None or port is None or own == port or check.kind == "exec":
+        return check
+    if check.kind == "tcp":
+        host, _, p = check.target.rpartition(":")
+        target = f"{host}:{own}" if p == str(port) else check.target
+    else:
+        parts = urlsplit(check.target)
+        if parts.port != port:
+            return check
+        target = urlunsplit(parts._replace(netloc=parts.netloc.rsplit(":", 1)[0] + f":{own}"))
+    return dataclasses.replace(check, target=target)
+
+
+def _numbered(log_file: str | None, i: int) -> str | None:
+    """Each replica its own log file (web.log -> web.1.log): one rotation per file."""
+    if log_file is None:
+        return None
+    head, dot, ext = log_file.rpartition(".")
+    if not dot or "/" in ext:
+        return f"{log_file}.{i}"
+    return f"{head}.{i}.{ext}"
 
 
 def resolve_dependencies(specs: list[ServiceSpec]) -> list[ServiceSpec]:

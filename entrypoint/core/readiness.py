@@ -213,6 +213,8 @@ def _fire_watchdog(service, child, why: str) -> None:
         return
     service.watchdog_fired = True
     service.last_error = f"watchdog: {why}"
+    for listener in service.rt.notify_listeners:    # e.g. a "watchdog" alert
+        listener(service, {"WATCHDOG_FIRED"})
     service.say(f"watchdog: {why}; killing it (SIGABRT, then SIGKILL)", "error")
     # SIGABRT as systemd does, so a core dump can show where it hung; SIGKILL soon after.
     service.rt.loop.create_task(child.stop(6, min(5.0, service.rt.timeouts.service_shutdown_timeout)))

@@ -69,3 +69,18 @@ def test_taken_by_finds_this_process():
         import os
         assert f"pid {os.getpid()} (" in taken_by(port)
     assert taken_by(port) is None
+
+
+def test_replicas_follow_their_port_in_healthchecks_and_own_their_log_file():
+    from entrypoint.config.spec import HealthSpec
+
+    http = HealthSpec(kind="http", target="http://127.0.0.1:8000/health")
+    web = expand(spec("web", healthcheck=http, log_file="/var/log/web.log"), 2, 8000)
+    assert [s.healthcheck.target for s in web] == ["http://127.0.0.1:8000/health",
+                                                    "http://127.0.0.1:8001/health"]
+    assert [s.log_file for s in web] == ["/var/log/web.1.log", "/var/log/web.2.log"]
+    tcp = HealthSpec(kind="tcp", target="127.0.0.1:7000")
+    assert expand(spec("r", healthcheck=tcp), 2, 7000)[1].healthcheck.target == "127.0.0.1:7001"
+    other = HealthSpec(kind="tcp", target="127.0.0.1:9999")       # another port: left alone
+    assert expand(spec("r", healthcheck=other), 2, 7000)[1].healthcheck.target == "127.0.0.1:9999"
+    assert expand(spec("r", log_file="/var/log/r"), 2, None)[1].log_file == "/var/log/r.2"
