@@ -4,6 +4,7 @@ ready_timeout, the watchdog, and bad input (flood, oversized, typos)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -23,6 +24,8 @@ def sock(tmp_path):
     return str(tmp_path / "ctl.sock")
 
 
+@pytest.mark.skipif(not (shutil.which("redis-server") and shutil.which("redis-cli")),
+                    reason="redis-server (Debian's redis-server package) not installed")
 def test_redis_supervised_systemd_gates_dependent_and_cmd(run_entrypoint, write_config, tmp_path):
     port = free_port()
     config = write_config(f"""
