@@ -4,6 +4,7 @@ ready_timeout, the watchdog, and bad input (flood, oversized, typos)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -309,3 +310,29 @@ def test_not_ready_in_time_is_a_failure_even_if_it_exits_0(run_entrypoint, write
     assert count.read_text().count("run") == 2        # restarted once by on-failure
     assert "polite: gave up after 2 quick failures" in runner.output
     assert "not ready after 0.5s" in runner.output
+
+
+SYSTEM_PYTHON = next((p for p in ("/usr/bin/python3", "/usr/local/bin/python3")
+                      if os.access(p, os.X_OK)), None)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("useradd") or not SYSTEM_PYTHON,
+                    reason="needs root, useradd and a system python3")
+def test_service_of_another_user_reaches_its_notify_socket(run_entrypoint, write_config, sock):
+    import uuid
+    name = "epn" + uuid.uuid4().hex[:8]
+    subprocess.run(["useradd", "-M", "-s", "/bin/sh", name], check=True, capture_output=True)
+    try:
+        config = write_config(f"""
+            [[services]]
+            name = "other"
+            command = "{SYSTEM_PYTHON}"
+            args = ["-c", "import os, socket, time; socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b'READY=1', os.environ['NOTIFY_SOCKET']); time.sleep(1000)"]
+            user = "{name}"
+            ready = "notify"
+            ready_timeout = 20
+        """)
+        runner = start_runner(run_entrypoint, config, sock, other="RUNNING")
+        runner.wait_for(r"other: ready \(READY=1\)")
+    finally:
+        subprocess.run(["userdel", "-f", name], capture_output=True)
