@@ -25,7 +25,7 @@ RUN_VALUE_OPTIONS = {
     "--socket": "socket", "--report": "report", "--log-lines": "log_lines",
 }
 RUN_FLAG_OPTIONS = {"--timestamps": "timestamps", "--no-install": "no_install",
-                    "-h": "help", "--help": "help"}
+                    "--quiet": "quiet", "-h": "help", "--help": "help"}
 
 
 def env_default(name: str, default=None, environ=os.environ):
@@ -69,6 +69,9 @@ def run_parser() -> argparse.ArgumentParser:
                    help="control socket path (default: /run/entrypoint.sock, see README)")
     p.add_argument("--report", metavar="FILE", default=env_default("report"),
                    help="write a JSON summary of the run to FILE at exit")
+    p.add_argument("--quiet", action="store_true", default=_truthy(env_default("quiet", "")),
+                   help="print only the runner's warnings and errors (the services' output "
+                        "is kept)")
     p.add_argument("--no-install", action="store_true",
                    default=_truthy(env_default("no_install", "")),
                    help="do not put `entrypoint` on PATH when started as root from elsewhere")
@@ -122,6 +125,11 @@ usage, 3 no running entrypoint reachable; with a CMD, the CMD's status.
 def main(argv: list[str] | None = None) -> int:
     global _WHOLE_PROCESS
     _WHOLE_PROCESS = argv is None       # the real program, not a call from a test
+    if _WHOLE_PROCESS:
+        from entrypoint.core.signals import record_original
+
+        record_original()           # before any handler of ours: what the CMD inherits
+        _hold_closed_stdio()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] in ("-h", "--help"):
@@ -234,11 +242,19 @@ class _AlreadyReported(EntrypointError):
 
 
 def cmd_run(argv: list[str]) -> int:
+    from entrypoint.core import init
+
+    init.block_signals()    # a signal during start-up waits for us instead of killing us
+    options, cmd = split_run_args(argv)
+    args = _parse(run_parser(), options)
+    if cmd and _plain_init(args):
+        status = init.run(cmd)
+        if _WHOLE_PROCESS:
+            _exit_now(status)
+        return status
     from entrypoint.cli.run import catch_early_signals, run
 
     catch_early_signals()
-    options, cmd = split_run_args(argv)
-    args = _parse(run_parser(), options)
     # Validate in a child from here on, while this process imports the runtime.
     from entrypoint.config import isolate
 
@@ -252,6 +268,30 @@ def cmd_run(argv: list[str]) -> int:
 _WHOLE_PROCESS = False
 
 
+def _hold_closed_stdio() -> None:
+    """Started with fd 0, 1 or 2 closed (`>&-`): put /dev/null there, so that no file,
+    pipe or socket of ours lands on it and gets read or written as stdio. Close-on-exec,
+    as Python opens it: the CMD still finds that fd closed, as it was given to us."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            try:
+                held = os.open(os.devnull, os.O_RDWR)
+            except OSError:
+                return
+            if held != fd:          # a lower one was free after all: not ours to fill
+                os.close(held)
+
+
+def _plain_init(args: argparse.Namespace) -> bool:
+    """No config to be found (and no report asked): run the CMD as a plain init does,
+    without the runner (no asyncio, no pydantic, no control socket)."""
+    from entrypoint.config.locate import locate
+
+    return not args.report and locate(args.config, args.procfile, os.environ) is None
+
+
 def _exit_now(status: int) -> None:
     """End the process without the interpreter's teardown once the run is over.
 
@@ -262,6 +302,6 @@ def _exit_now(status: int) -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):    # None: that fd was closed at start
             pass
     os._exit(status)

@@ -21,9 +21,10 @@ from entrypoint.output.stream import StreamOutput
 from entrypoint.core.reaper import ExitStatus, Reaper
 from entrypoint.core.service import Runtime, Service
 from entrypoint.core.state import TERMINAL, State
-from entrypoint.core.spawn import SpawnError, spawn_foreground
+from entrypoint.core.cmd import CmdError, spawn_cmd, take_terminal_back
 from entrypoint.config.spec import Config
-from entrypoint.core.signals import FORWARDED_SIGNALS, SHUTDOWN_SIGNALS, become_subreaper
+from entrypoint.core.signals import (FORWARDED_SIGNALS, SHUTDOWN_SIGNALS, SYNCHRONOUS,
+                                     become_subreaper)
 from entrypoint.core.sweep import SWEEP_GRACE, _comm, _signal_all, descendants
 
 class Supervisor:
@@ -116,14 +117,13 @@ class Supervisor:
         self._done = self._loop.create_future()
         if os.getpid() != 1:
             become_subreaper()
-        for sig in (signal.SIGTTOU, signal.SIGTTIN, signal.SIGTSTP):
-            signal.signal(sig, signal.SIG_IGN)   # we hand the terminal to the CMD
         self.reaper.install(self._loop)
         for sig in SHUTDOWN_SIGNALS:
             self._loop.add_signal_handler(sig, self._on_shutdown_signal, sig)
         self._loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         for sig in FORWARDED_SIGNALS:
             self._loop.add_signal_handler(sig, self._on_other_signal, sig)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SYNCHRONOUS)   # handled from now on
         for sig in self.early_signals:      # arrived while we were validating
             self._loop.call_soon(self._on_shutdown_signal, sig)
 
@@ -186,20 +186,16 @@ class Supervisor:
             return
         self.printer.system(f"all services ready; running {' '.join(self.cmd)}")
         try:
-            child = spawn_foreground(self.cmd, env=self.environ)
-        except SpawnError as exc:
+            child = spawn_cmd(self.cmd, env=self.environ)
+        except CmdError as exc:
             self.printer.system(f"cannot run the command: {exc.message}", "error")
-            self._end(127, "the command could not start")
+            self._end(exc.exit_status, "the command could not start")
             return
         exit_future = self.reaper.wait(child.pid)     # same callback as the spawn
         self.cmd_pid, self._cmd_exit_future = child.pid, exit_future
         status = await exit_future
         child.mark_reaped(status.shell_status)
-        if os.isatty(0):
-            try:   # take the terminal back, so a Ctrl-C during the shutdown reaches us
-                os.tcsetpgrp(0, os.getpgrp())
-            except OSError:
-                pass
+        take_terminal_back()   # so that a Ctrl-C during the shutdown reaches us
         self.cmd_pid = None
         self.cmd_exit = status
         self._end(status.shell_status, f"the command ended ({status.describe()})")

@@ -62,6 +62,8 @@ class Printer:
     `gone` becomes True and everything is dropped silently from then on.
     """
 
+    quiet = False                 # --quiet: the runner's info lines are not printed
+
     def __init__(self, fd: int = 1, *, color: bool = False, timestamps: bool = False,
                  log_format: str = "text", stall_timeout: float = 30.0):
         if log_format not in ("text", "json"):
@@ -125,8 +127,9 @@ class Printer:
         self._write(out.encode("utf-8", "replace"))
 
     def system(self, message: str, level: str = "info") -> None:
-        """Print a runner message under the name `entrypoint`."""
-        if self.gone:
+        """Print a runner message under the name `entrypoint` (with `quiet`: only
+        warnings and errors)."""
+        if self.gone or (self.quiet and level == "info"):
             return
         lines = message.rstrip("\n").split("\n")
         if self.json:
