@@ -62,43 +62,34 @@ def spawn_cmd(argv: list[str], *, env: dict[str, str]) -> CmdChild:
     When stdin is a terminal, the CMD's group becomes the terminal's foreground group
     (as tini does), so shells get job control and Ctrl-C goes to the CMD rather than to
     us; that must happen in the child before exec (the CMD could read the terminal
-    first), so it takes Popen and a preexec. Otherwise posix_spawn: no Python runs in
-    the child, and a fork of the runner is never copied.
+    first). Popen with a preexec, not posix_spawn: glibc's posix_spawn leaves its two
+    internal signals (32, 33) ignored in the child, and those survive exec.
     """
-    path = resolve(argv[0], env.get("PATH"))
-    if os.isatty(0):
-        return _spawn_on_terminal(path, argv, env)
-    try:
-        pid = os.posix_spawn(path, list(argv), env, setpgroup=0,
-                             setsigmask=signals.Original.mask, setsigdef=signals.child_sigdef())
-    except OSError as exc:
-        raise CmdError(f"{argv[0]}: cannot run: {exc.strerror or exc}",
-                         EXIT_NOT_EXECUTABLE if isinstance(exc, PermissionError)
-                         else EXIT_NOT_FOUND) from None
-    return CmdChild(pid)
-
-
-def _spawn_on_terminal(path: str, argv: list[str], env: dict[str, str]) -> CmdChild:
     import subprocess
 
-    def take_terminal() -> None:
-        # Block SIGTTOU: tcsetpgrp from what is now a background group would raise it,
-        # and a handler inherited from the runner would report it to the runner's loop.
-        signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGTTOU,))
+    path = resolve(argv[0], env.get("PATH"))
+    interactive = os.isatty(0)
+
+    def in_child() -> None:
         os.setpgid(0, 0)
-        try:
-            os.tcsetpgrp(0, os.getpgrp())
-        except OSError:
-            pass
+        if interactive:
+            # SIGTTOU is blocked here (init) or handled (runner): tcsetpgrp from what is now
+            # a background group raises it, and an inherited handler would report it to
+            # the runner's loop. Block it; restore_in_child then sets the mask we got.
+            signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGTTOU,))
+            try:
+                os.tcsetpgrp(0, os.getpgrp())
+            except OSError:
+                pass
         signals.restore_in_child()
 
     try:
         popen = subprocess.Popen(list(argv), executable=path, env=env, close_fds=False,
-                                 restore_signals=False, preexec_fn=take_terminal)
+                                 restore_signals=False, preexec_fn=in_child)
     except OSError as exc:
         raise CmdError(f"{argv[0]}: cannot run: {exc.strerror or exc}",
-                         EXIT_NOT_EXECUTABLE if isinstance(exc, PermissionError)
-                         else EXIT_NOT_FOUND) from None
+                       EXIT_NOT_EXECUTABLE if isinstance(exc, PermissionError)
+                       else EXIT_NOT_FOUND) from None
     return CmdChild(popen.pid, popen)
 
 

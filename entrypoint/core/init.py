@@ -57,7 +57,10 @@ class PlainInit:
             signal.signal(sig, signal.SIG_DFL)
         if os.getpid() != 1:
             signals.become_subreaper()
-        self.pid = cmd_mod.spawn_cmd(self.argv, env=self.environ).pid
+        # Keep the child: a Popen that is garbage-collected polls its pid and would
+        # reap the CMD's status before we do.
+        self.child = cmd_mod.spawn_cmd(self.argv, env=self.environ)
+        self.pid = self.child.pid
         while self.status is None:
             self._next_signal()
         cmd_mod.take_terminal_back()
@@ -104,6 +107,7 @@ class PlainInit:
                 return False
             if pid == self.pid:
                 self.status = _status(wait_status)
+                self.child.mark_reaped(self.status)
 
     def _sweep(self) -> None:
         """What is left below us (daemons the CMD started): TERM, then KILL; then reap."""
