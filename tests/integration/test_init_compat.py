@@ -400,3 +400,98 @@ def test_runs_with_stdio_closed_and_passes_it_on_closed(init, init_argv, tagged,
             proc.wait(5)
     with open(out) as f:
         assert f.read() == "[False, False, False]"
+
+
+# -- entrypoint with services: the runner does the same -------------------------------------
+
+SERVICE = """
+[[services]]
+name = "svc"
+command = "sleep 60"
+"""
+
+
+def _runner(tagged, tmp_path, cmd, **kwargs):
+    config = tmp_path / "services.toml"
+    config.write_text(SERVICE)
+    return subprocess.Popen([PYTHON, "-m", "entrypoint", "-c", str(config), "--", *cmd],
+                            cwd=tmp_path, env=tagged, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True, **kwargs)
+
+
+@pytest.mark.parametrize("sig", [*sorted(SYNCHRONOUS), signal.SIGPIPE, signal.SIGSTKFLT,
+                                 signal.SIGXCPU, signal.SIGXFSZ, signal.SIGTSTP,
+                                 signal.SIGTTIN, signal.SIGTTOU], ids=signame)
+def test_runner_with_services_forwards_it_too(tagged, tmp_path, sig):
+    notes = str(tmp_path / "notes")
+    proc = _runner(tagged, tmp_path, [PYTHON, program(tmp_path, "catcher.py", CATCHER), notes])
+    try:
+        wait_until(lambda: any(x.startswith("ready") for x in lines_of(notes)),
+                   what="the CMD's handlers")
+        proc.send_signal(sig)
+        wait_until(lambda: f"got {int(sig)}" in lines_of(notes) or proc.poll() is not None,
+                   what=f"the CMD getting {signame(sig)}")
+        assert proc.poll() is None, "the runner itself ended"
+        assert f"got {int(sig)}" in lines_of(notes)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+def test_runner_with_services_passes_on_ignored_dispositions(tagged, tmp_path):
+    def prepare():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+
+    out = tmp_path / "status"
+    proc = _runner(tagged, tmp_path, ["/bin/sh", "-c", f"exec grep -E '^SigIgn:' /proc/self/status > {out}"],
+                   preexec_fn=prepare)
+    try:
+        assert proc.wait(30) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    mask = int(out.read_text().split()[1], 16)
+    assert {n + 1 for n in range(64) if mask >> n & 1} == {signal.SIGINT, signal.SIGTTOU}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGUSR1, signal.SIGALRM], ids=signame)
+def test_early_signal_during_validation_does_not_kill_the_runner(tagged, tmp_path, sig):
+    """The config is a FIFO: its validation waits, provably, until we write it."""
+    fifo = str(tmp_path / "services.toml")
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([PYTHON, "-m", "entrypoint", "-c", fifo, "--", "true"], cwd=tmp_path,
+                            env=tagged, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        with open(fifo, "w") as f:      # returns once the validation opened it
+            proc.send_signal(sig)
+            f.write(SERVICE)
+        assert proc.wait(30) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+def test_runner_with_services_runs_with_stdio_closed(tagged, tmp_path):
+    show = program(tmp_path, "fds.py", SHOW_FDS)
+    out = str(tmp_path / "fds")
+    config = tmp_path / "services.toml"
+    config.write_text(SERVICE)
+    proc = subprocess.Popen([PYTHON, "-m", "entrypoint", "-c", str(config), "--", PYTHON, show, out],
+                            cwd=tmp_path, env=tagged, preexec_fn=_closing_stdio,
+                            start_new_session=True)
+    try:
+        assert proc.wait(30) == 5
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    with open(out) as f:
+        assert f.read() == "[False, False, False]"
