@@ -37,7 +37,8 @@ FORWARDED = [signal.SIGILL, signal.SIGTRAP, signal.SIGABRT, signal.SIGBUS, signa
              signal.SIGSEGV, signal.SIGSYS, signal.SIGPIPE, signal.SIGSTKFLT, signal.SIGXCPU,
              signal.SIGXFSZ, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM, signal.SIGWINCH,
              signal.SIGURG, signal.SIGVTALRM, signal.SIGPROF, signal.SIGIO, signal.SIGPWR,
-             signal.SIGCONT, signal.SIGRTMIN, signal.SIGRTMIN + 3, signal.SIGRTMAX]
+             signal.SIGCONT, signal.SIGRTMIN, signal.SIGRTMIN + 3, signal.SIGRTMAX,
+             signal.SIGHUP]     # with no config entrypoint has nothing to reload: the CMD's
 JOB_CONTROL = [signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU]
 
 
