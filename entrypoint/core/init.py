@@ -47,6 +47,7 @@ class PlainInit:
         self.pid: int | None = None        # the CMD, while it runs
         self.status: int | None = None     # its exit status, once reaped
         self.stopping = False
+        self.forced = False                 # a second TERM/INT: no more grace for anyone
         self.deadline: float | None = None  # when the next escalation is due
 
     def run(self) -> int:
@@ -89,6 +90,7 @@ class PlainInit:
             if sig in (signal.SIGTERM, signal.SIGINT):     # again: kill at once
                 cmd_mod.forward(self.pid, signal.SIGKILL)
                 self.deadline = None
+                self.forced = True
         elif sig in signals.SHUTDOWN_SIGNALS:
             self.stopping = True
             self.deadline = time.monotonic() + self.stop_timeout
@@ -115,21 +117,23 @@ class PlainInit:
             return
         me = os.getpid()
         for pid in descendants(me):
-            cmd_mod.forward(pid, signal.SIGTERM)
-        deadline = time.monotonic() + SWEEP_GRACE
+            cmd_mod.forward(pid, signal.SIGKILL if self.forced else signal.SIGTERM)
+        deadline = time.monotonic() + (0 if self.forced else SWEEP_GRACE)
         while not self._reap():
             left = deadline - time.monotonic()
             if left <= 0:
                 still = descendants(me)
-                _warn(f"{len(still)} process(es) left after the command ended did not stop "
-                      f"on SIGTERM within {SWEEP_GRACE:g}s; SIGKILL")
+                if not self.forced:
+                    _warn(f"{len(still)} process(es) left after the command ended did not "
+                          f"stop on SIGTERM within {SWEEP_GRACE:g}s; SIGKILL")
+                self.forced = True
                 for pid in still:
                     cmd_mod.forward(pid, signal.SIGKILL)
-                deadline = time.monotonic() + 3600
+                deadline = time.monotonic() + 0.5     # again, for any forked meanwhile
                 continue
             info = self._wait(min(left, 0.5))
             if info is not None and info.si_signo in (signal.SIGTERM, signal.SIGINT):
-                deadline = 0.0      # asked again to stop: SIGKILL what is left now
+                deadline, self.forced = 0.0, True     # asked again: SIGKILL what is left
 
 
 def run(argv: list[str], *, stop_timeout: float = STOP_TIMEOUT) -> int:

@@ -84,16 +84,18 @@ def init_argv(request):
 CATCHER = """
 import os, signal, sys
 # Notes every signal it gets in a file; exits on SIGTERM (0), SIGINT (2) and SIGQUIT (3).
-# argv[2]: signals to leave at their default (comma-separated numbers).
+# argv[2]: signals to leave at their default (comma-separated numbers); argv[3] "stay":
+# exit on none of them.
 out = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 keep = {int(s) for s in sys.argv[2].split(",") if s} if len(sys.argv) > 2 else set()
+stay = sys.argv[3:] == ["stay"]
 
 def note(text):
     os.write(out, (text + "\\n").encode())
 
 def handler(sig, frame):
     note(f"got {sig}")
-    if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+    if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT) and not stay:
         os._exit(0 if sig == signal.SIGTERM else int(sig))
 
 for sig in signal.valid_signals():
@@ -132,10 +134,11 @@ def state_of(pid: int) -> str:
 class Started:
     """An init running a catcher CMD, until the catcher said it is ready."""
 
-    def __init__(self, init_argv, env, tmp_path, keep_default=()):
+    def __init__(self, init_argv, env, tmp_path, keep_default=(), stay=False):
         self.notes = str(tmp_path / "notes")
         catcher = program(tmp_path, "catcher.py", CATCHER)
-        argv = [*init_argv, PYTHON, catcher, self.notes, ",".join(map(str, keep_default))]
+        argv = [*init_argv, PYTHON, catcher, self.notes, ",".join(map(str, keep_default)),
+                *(["stay"] if stay else [])]
         self.proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, start_new_session=True)
         ready = wait_until(lambda: [x for x in lines_of(self.notes) if x.startswith("ready")],
@@ -496,3 +499,34 @@ def test_runner_with_services_runs_with_stdio_closed(tagged, tmp_path):
             proc.wait(5)
     with open(out) as f:
         assert f.read() == "[False, False, False]"
+
+
+# -- entrypoint's plain init: what tini leaves to the kernel --------------------------------
+
+def test_plain_init_stops_what_the_cmd_left_behind(tagged, tmp_path):
+    """A daemon the CMD started (its own session) gets SIGTERM once the CMD has ended;
+    entrypoint exits only when no child is left, with the CMD's status."""
+    pidfile = tmp_path / "daemon.pid"
+    script = f"setsid sleep 60 & echo $! > {pidfile}; exit 4"
+    done = subprocess.run([PYTHON, "-m", "entrypoint", "--", "/bin/sh", "-c", script],
+                          cwd=tmp_path, env=tagged, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=30)
+    assert (done.returncode, done.stdout, done.stderr) == (4, "", "")
+    daemon = int(pidfile.read_text())
+    assert state_of(daemon) == "", "the daemon outlived entrypoint"
+
+
+def test_plain_init_second_term_kills_at_once(tagged, tmp_path):
+    """The CMD notes SIGTERM and carries on: the first one is passed on, the second kills
+    it (no 15 s wait), as the runner does with services (exit 128+9)."""
+    started = Started([PYTHON, "-m", "entrypoint", "--"], tagged, tmp_path, stay=True)
+    proc = started.proc
+    try:
+        proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: started.got(signal.SIGTERM), what="the CMD getting SIGTERM")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 128 + signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
