@@ -87,24 +87,34 @@ def cmd_install(argv: list[str]) -> int:
         prog="entrypoint install",
         description="Make `entrypoint` reachable on PATH: a symlink in /usr/local/bin "
                     "(or $ENTRYPOINT_INSTALL_DIR) to this installation's executable. Does "
-                    "nothing when `entrypoint` is on PATH already.")
-    parser.add_argument("--dir", default=install_dir(), metavar="DIR",
-                        help="where to put the link (default: $ENTRYPOINT_INSTALL_DIR or "
-                             "/usr/local/bin)")
-    args = parser.parse_args(argv)
+                    "nothing when `entrypoint` is on PATH already; when another installation "
+                    "is, says which and changes nothing (exit 1).")
+    from entrypoint.cli import options     # --dir and its variable, from the one table
+
+    chosen = options.add_options(parser, options.INSTALL)
+    values = options.from_environment(options.parse(parser, argv), chosen, os.environ)
+    directory = values.get("dir", DEFAULT_DIR)
     found = on_path()
-    if found:
-        print(f"entrypoint is on PATH already: {found}")
-        return 0
     target = find_executable()
+    if found:
+        there = os.path.realpath(found)
+        if target is None or there == os.path.realpath(target):
+            print(f"entrypoint is on PATH already: {found}")
+            return 0
+        # Another installation (an older venv, say) answers to `entrypoint`: say which,
+        # and leave it alone: replacing it is for the user to decide.
+        shown = f"{found} -> {there}" if there != found else found
+        raise InstallError(f"another entrypoint is on PATH: {shown}; this one is {target}. "
+                           f"Nothing was changed; to use this one instead, remove {found} "
+                           f"and run `{target} install` again")
     if target is None:
         raise InstallError(f"found no `entrypoint` executable to link to (looked at "
                            f"{sys.argv[0]} and beside {sys.executable}); run it by the "
                            f"console script's path, e.g. /opt/venv/bin/entrypoint install")
-    link, created = install(args.dir, target)
+    link, created = install(directory, target)
     print(f"{'installed' if created else 'already installed:'} {link} -> {target}")
-    if not _dir_on_path(args.dir, os.environ):
-        print(f"note: {args.dir} is not on PATH here", file=sys.stderr)
+    if not _dir_on_path(directory, os.environ):
+        print(f"note: {directory} is not on PATH here", file=sys.stderr)
     return 0
 
 

@@ -12,97 +12,12 @@ import os
 import sys
 
 from entrypoint import __version__
-from entrypoint.errors import EXIT_USAGE, EntrypointError, UsageError
+from entrypoint.errors import EntrypointError, UsageError
 
 CONTROL_COMMANDS = ("list", "status", "start", "stop", "restart", "logs", "reload",
                     "shutdown", "health", "exec")
 SUBCOMMANDS = ("run", "check", "install", "version", *CONTROL_COMMANDS)
-
-# Options of `run` that take a value, with the environment variable of each (CONTRACT §1).
-RUN_VALUE_OPTIONS = {
-    "-c": "config", "--config": "config", "--procfile": "procfile",
-    "--ready-timeout": "ready_timeout", "--log-format": "log_format", "--color": "color",
-    "--socket": "socket", "--report": "report", "--log-lines": "log_lines",
-}
-RUN_FLAG_OPTIONS = {"--timestamps": "timestamps", "--no-install": "no_install",
-                    "--quiet": "quiet", "-h": "help", "--help": "help"}
-
-
-def env_default(name: str, default=None, environ=os.environ):
-    return environ.get("ENTRYPOINT_" + name.upper(), default)
-
-
-def _truthy(value) -> bool:
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
-def run_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="entrypoint [run]",
-        usage="entrypoint [run] [-c FILE | --procfile FILE] [OPTIONS] [--] [CMD [ARGS...]]",
-        description="Start the services of services.toml (or a Procfile), supervise them, and "
-                    "with a CMD run it once they are ready; its exit status becomes ours. "
-                    "Every option can also be set as ENTRYPOINT_<OPTION> "
-                    "(e.g. ENTRYPOINT_READY_TIMEOUT=60).")
-    p.add_argument("-c", "--config", metavar="FILE", default=env_default("config"),
-                   help="services.toml to use (default: $ENTRYPOINT_CONFIG, ./services.toml, "
-                        "/etc/entrypoint/services.toml, ./Procfile)")
-    p.add_argument("--procfile", metavar="FILE", default=env_default("procfile"),
-                   help="run a Procfile instead (foreman/honcho semantics)")
-    p.add_argument("--ready-timeout", metavar="SECONDS", type=_seconds,
-                   default=env_default("ready_timeout"),
-                   help="how long the CMD waits for the services to be ready "
-                        "(default: dependency_wait_timeout)")
-    p.add_argument("--timestamps", action="store_true",
-                   default=_truthy(env_default("timestamps", "")),
-                   help="prefix every line with an ISO-8601 time")
-    p.add_argument("--log-format", choices=("text", "json"),
-                   default=env_default("log_format", "text"),
-                   help="text: 'name | line'; json: one object per line")
-    p.add_argument("--color", choices=("auto", "always", "never"),
-                   default=env_default("color", "auto"),
-                   help="colour the names (default auto: FORCE_COLOR, NO_COLOR, then is a tty)")
-    p.add_argument("--log-lines", metavar="N", type=int,
-                   default=int(env_default("log_lines", "1000")),
-                   help="lines kept in memory per service for `entrypoint logs` (default 1000)")
-    p.add_argument("--socket", metavar="PATH", default=env_default("socket"),
-                   help="control socket path (default: /run/entrypoint.sock, see README)")
-    p.add_argument("--report", metavar="FILE", default=env_default("report"),
-                   help="write a JSON summary of the run to FILE at exit")
-    p.add_argument("--quiet", action="store_true", default=_truthy(env_default("quiet", "")),
-                   help="print only the runner's warnings and errors (the services' output "
-                        "is kept)")
-    p.add_argument("--no-install", action="store_true",
-                   default=_truthy(env_default("no_install", "")),
-                   help="do not put `entrypoint` on PATH when started as root from elsewhere")
-    return p
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be more than 0 seconds")
-    return value
-
-
-def split_run_args(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Split `run`'s words into its options and the CMD: the first plain word starts the CMD."""
-    i = 0
-    while i < len(argv):
-        word = argv[i]
-        if word == "--":
-            return argv[:i], argv[i + 1:]
-        if not word.startswith("-") or word == "-":
-            return argv[:i], argv[i:]
-        name = word.split("=", 1)[0]
-        if name in RUN_VALUE_OPTIONS and "=" not in word:
-            i += 2
-        else:
-            i += 1
-    return argv, []
+EXIT_CMD_NOT_FOUND = 127    # as a shell and `docker run` say it
 
 
 TOP_HELP = f"""entrypoint {__version__} - a PID-1-safe container entrypoint and process supervisor
@@ -133,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] in ("-h", "--help"):
-            print(TOP_HELP, end="")
+            from entrypoint.cli.options import environment_help
+            print(TOP_HELP + "\n" + environment_help(), end="")
             return 0
         if argv and argv[0] in ("-V", "--version"):
             argv = ["version"]
@@ -144,13 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         if command == "check":
             return cmd_check(rest)
         if command == "version":
-            print(f"entrypoint {__version__}")
-            return 0
+            return cmd_version(rest)
         if command == "install":
             from entrypoint.cli.install import cmd_install
             return cmd_install(rest)
-        from entrypoint.control import client
-        return client.main(command, rest)
+        from entrypoint.cli import control_commands
+        return control_commands.main(command, rest)
     except EntrypointError as exc:
         message = exc.render()
         if message:
@@ -160,9 +75,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _load(config_path: str | None, procfile: str | None, *, need_config: bool):
+def cmd_version(argv: list[str]) -> int:
+    from entrypoint.cli.options import parse
+
+    parser = argparse.ArgumentParser(prog="entrypoint version",
+                                     description="Print the version of entrypoint.")
+    parse(parser, argv)
+    print(f"entrypoint {__version__}")
+    return 0
+
+
+def load_config(config_path: str | None, procfile: str | None, *, need_config: bool):
     """Locate and validate the config: (Config or None, warnings). ConfigError on problems."""
-    _skip_pydantic_plugins()
     from entrypoint.config import load as config_mod
 
     located = config_mod.locate(config_path, procfile, os.environ)
@@ -176,44 +100,22 @@ def _load(config_path: str | None, procfile: str | None, *, need_config: bool):
     return config_mod.load(path, kind, os.environ)
 
 
-def _skip_pydantic_plugins() -> None:
-    """Spare pydantic's plugin discovery: ~50 ms of every start (measured), on the path.
-
-    To find plugins, pydantic imports importlib.metadata (and email with it) and scans
-    the entry points of every installed distribution when it builds its first model.
-    Our schema has no use for plugins, so before pydantic is first imported its
-    private `pydantic.plugin._loader` is given a stand-in that reports none; any other
-    name asked of it loads the real module.
-    """
-    import sys
-    import types
-
-    name = "pydantic.plugin._loader"
-    if "pydantic" in sys.modules or name in sys.modules:
-        return
-    stub = types.ModuleType(name)
-    stub.get_plugins = lambda: ()
-
-    def real(attr: str):
-        import importlib
-
-        sys.modules.pop(name, None)
-        return getattr(importlib.import_module(name), attr)
-
-    stub.__getattr__ = real
-    sys.modules[name] = stub
-
-
 def cmd_check(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="entrypoint check",
-                                description="Validate the config and report every problem; "
-                                            "start nothing. Exit 0 when valid, 2 when not.")
-    p.add_argument("-c", "--config", metavar="FILE", default=env_default("config"))
-    p.add_argument("--procfile", metavar="FILE", default=env_default("procfile"))
-    args = _parse(p, argv)
+    from entrypoint.cli import options
+
+    p = argparse.ArgumentParser(
+        prog="entrypoint check",
+        description="Validate the config and report every problem at once; start nothing. "
+                    "The ENTRYPOINT_* variables of `entrypoint run` are checked too, so a "
+                    "bad value set in a Dockerfile fails the build. Exit 0 when valid "
+                    "(warnings may be printed), 2 when not.")
+    chosen = options.add_options(p, options.CHECK)
+    values = options.from_environment(options.parse(p, argv), chosen, os.environ)
+    options.check_environment(os.environ, options.RUN)
     from entrypoint.config import graph
 
-    config, warnings = _load(args.config, args.procfile, need_config=True)
+    config, warnings = load_config(values.get("config"), values.get("procfile"),
+                                   need_config=True)
     for problem in warnings:
         print(f"warning: {problem.render()}", file=sys.stderr)
     enabled = [s for s in config.services if s.enabled]
@@ -224,42 +126,29 @@ def cmd_check(argv: list[str]) -> int:
     return 0
 
 
-def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
-    try:
-        return parser.parse_args(argv)
-    except SystemExit as exc:   # argparse printed the message already
-        if exc.code in (0, None):
-            raise
-        raise _AlreadyReported(EXIT_USAGE) from None
-
-
-class _AlreadyReported(EntrypointError):
-    def __init__(self, status: int):
-        super().__init__("", status)
-
-    def render(self) -> str:
-        return ""
-
-
 def cmd_run(argv: list[str]) -> int:
     from entrypoint.core import init
 
     init.block_signals()    # a signal during start-up waits for us instead of killing us
-    options, cmd = split_run_args(argv)
-    args = _parse(run_parser(), options)
-    if cmd and _plain_init(args):
-        status = init.run(cmd)
-        if _WHOLE_PROCESS:
-            _exit_now(status)
-        return status
+    from entrypoint.cli.options import parse_run
+
+    options = parse_run(argv, os.environ)
+    if options.cmd:
+        _check_cmd(options.cmd[0])      # before the config is even validated
+        if _plain_init(options):
+            status = init.run(list(options.cmd))
+            if _WHOLE_PROCESS:
+                _exit_now(status)
+            return status
     from entrypoint.cli.run import catch_early_signals, run
 
     catch_early_signals()
     # Validate in a child from here on, while this process imports the runtime.
     from entrypoint.config import isolate
 
-    validation = isolate.start(_load, args.config, args.procfile, need_config=not cmd)
-    status = run(args, cmd, validation)
+    validation = isolate.start(load_config, options.config, options.procfile,
+                               need_config=not options.cmd)
+    status = run(options, validation)
     if _WHOLE_PROCESS:
         _exit_now(status)
     return status
@@ -284,12 +173,36 @@ def _hold_closed_stdio() -> None:
                 os.close(held)
 
 
-def _plain_init(args: argparse.Namespace) -> bool:
+def _plain_init(options) -> bool:
     """No config to be found (and no report asked): run the CMD as a plain init does,
     without the runner (no asyncio, no pydantic, no control socket)."""
     from entrypoint.config.locate import locate
 
-    return not args.report and locate(args.config, args.procfile, os.environ) is None
+    return not options.report and locate(options.config, options.procfile, os.environ) is None
+
+
+def _check_cmd(word: str) -> None:
+    """A CMD that cannot run stops everything before it starts (126 or 127, as a shell)."""
+    from entrypoint.core.cmd import CmdError, resolve
+
+    try:
+        resolve(word, os.environ.get("PATH"))
+    except CmdError as exc:
+        if "/" not in word and exc.exit_status == EXIT_CMD_NOT_FOUND:
+            raise EntrypointError(not_found_message(word), EXIT_CMD_NOT_FOUND) from None
+        raise
+
+
+def not_found_message(word: str) -> str:
+    """A CMD not found; a word close to a subcommand is more likely a typo than a CMD."""
+    import difflib
+
+    message = f'command "{word}" not found in PATH; nothing was started'
+    close = difflib.get_close_matches(word, SUBCOMMANDS, n=1, cutoff=0.6)
+    if close:
+        message += (f' (did you mean "{close[0]}"? a first word that is not a subcommand '
+                    f'is run as the main command)')
+    return message
 
 
 def _exit_now(status: int) -> None:

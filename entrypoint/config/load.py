@@ -1,23 +1,19 @@
 """Find and load `services.toml` or a Procfile into a validated `spec.Config`.
 
-pydantic checks the shape of each table (unknown keys, types, ranges); then the services
-that passed are checked against the filesystem, the user database and each other
-(`graph.py`). Every problem found is collected and raised at once as `ConfigError`;
-bad input never shows a traceback.
+pydantic checks the shape of each table (unknown keys, types, ranges); then each service
+is checked against the filesystem and the user database (`resolve.py`) -- with the fields
+that failed their shape left out, so that one bad field hides no other problem -- and
+the services against each other (`graph.py`). Every problem found is collected and
+raised at once as `ConfigError`; bad input never shows a traceback.
 """
 
 from __future__ import annotations
 
-import grp
 import math
 import os
-import pwd
 import re
-import shlex
-import shutil
-import stat
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -25,13 +21,13 @@ from pydantic import ValidationError
 from entrypoint.config import graph
 from entrypoint.errors import ConfigError, Problem, UsageError
 from entrypoint.config.interpolate import interpolate_tree
+from entrypoint.config.resolve import read_dotenv, service_spec
 from entrypoint.config.schema import NAME_RE, ServiceModel, TimeoutsModel, depends_on_pairs, from_pydantic, show, suggest_key
-from entrypoint.config.spec import Config, HealthSpec, ServiceSpec, Timeouts
+from entrypoint.config.spec import Config, ServiceSpec, Timeouts
 from entrypoint.config.locate import SEARCHED_PLACES, _kind_of, locate  # noqa: F401  (re-exported)
 
 DOCKER_STOP_GRACE = 10.0
 MAX_CONFIG_BYTES = 4 << 20
-PATH_HINT = "use an absolute path or add its directory to PATH"
 
 
 # ---------------------------------------------------------------- finding and reading
@@ -79,22 +75,6 @@ def _parse_toml(path: str, text: str) -> dict[str, Any]:
         raise ConfigError(path, [Problem("", f"TOML value not accepted: {e}")]) from None
 
 
-def _read_dotenv(path: str, where: str, problems: list[Problem], environ: Mapping[str, str]) -> dict[str, str]:
-    """A dotenv file's variables (python-dotenv syntax; `KEY` alone takes KEY from environ)."""
-    from dotenv import dotenv_values    # imported here: ~30 ms (logging) few configs need
-    try:
-        with open(path, "rb") as f:
-            f.read(1)
-        values = dotenv_values(path)
-    except FileNotFoundError:
-        problems.append(Problem(where, f'"{path}" does not exist', "create it or remove env_file"))
-        return {}
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        problems.append(Problem(where, f'cannot read "{path}": {getattr(e, "strerror", None) or e}'))
-        return {}
-    return {k: v if v is not None else environ[k] for k, v in values.items() if v is not None or k in environ}
-
-
 # ---------------------------------------------------------------- loading
 
 def load(path: str, kind: str = "toml", environ: Mapping[str, str] | None = None) -> tuple[Config, list[Problem]]:
@@ -139,7 +119,7 @@ def _build(raw: dict[str, Any], path: str, environ: Mapping[str, str], problems:
                                 "write [[services]] before each service"))
         items = []
 
-    models: list[tuple[int, str, ServiceModel]] = []
+    models: list[tuple[int, str, ServiceModel, frozenset[str]]] = []   # with the keys that failed
     nodes: list[tuple[int, str, list[str]]] = []    # for graph.problems, incl. services that failed shape
     first_index: dict[str, int] = {}
     for index, item in enumerate(items):
@@ -156,27 +136,52 @@ def _build(raw: dict[str, Any], path: str, environ: Mapping[str, str], problems:
             else:
                 first_index[name] = index
         item = {k: v if k == "name" else interpolate_tree(v, environ, where, k, problems) for k, v in item.items()}
+        failed: frozenset[str] = frozenset()
         try:
             model = ServiceModel.model_validate(item)
         except ValidationError as e:
             problems.extend(from_pydantic(e, where, list(ServiceModel.model_fields)))
-            if named:   # still a node, so its dependencies and dependents are checked too
-                nodes.append((index, name, _raw_dependencies(item.get("depends_on", ()))))
-            continue
-        models.append((index, where, model))
-        nodes.append((index, model.name, [dep for dep, _ in model.depends_on]))
+            failed = frozenset(str(err["loc"][0]) for err in e.errors() if err["loc"])
+            model = _without(item, failed)
+        if named:   # a node even when its shape failed: its dependencies are checked too
+            nodes.append((index, name, _raw_dependencies(item.get("depends_on", ()))))
+        if model is not None:
+            models.append((index, where, model, failed))
 
     by_name: dict[str, ServiceModel] = {}
-    for _, _, m in models:
-        by_name.setdefault(m.name, m)
+    for _, _, m, failed in models:
+        if not failed:      # a dependency's half-checked fields would mislead its dependents
+            by_name.setdefault(m.name, m)
     graph_problems = graph.problems(nodes)
     problems.extend(graph_problems)
     specs = []
-    for index, where, model in models:
-        deps = _resolve_deps(model, where, by_name, problems)
-        specs.append(_service(model, where, deps, base, environ, problems))
+    for index, where, model, failed in models:
+        found: list[Problem] = []
+        deps = _resolve_deps(model, where, by_name, found)
+        spec = service_spec(model, where, deps, base, environ, found)
+        stand_ins = {f"{where}: {key}" for key in failed}
+        problems.extend(p for p in found if p.where not in stand_ins)
+        if not failed:
+            specs.append(spec)
     _shutdown_warnings(specs, timeouts, problems, cyclic=bool(graph_problems))
     return Config(source=path, services=tuple(specs), timeouts=timeouts, procfile=False)
+
+
+def _without(item: dict[str, Any], failed: frozenset[str]) -> ServiceModel | None:
+    """The service with the keys that failed their shape left out, to check the others.
+
+    A failed name or command gets a stand-in, so that the rest is still checked; what
+    the checks then say about the stand-in is dropped by `_build`.
+    """
+    rest = {k: v for k, v in item.items() if k not in failed}
+    if "name" in failed:
+        rest["name"] = "_"
+    if "command" in failed:
+        rest["command"] = ""
+    try:
+        return ServiceModel.model_validate(rest)
+    except ValidationError:
+        return None
 
 
 def _raw_dependencies(value: Any) -> list[str]:
@@ -208,158 +213,6 @@ def _resolve_deps(m: ServiceModel, where: str, by_name: Mapping[str, ServiceMode
                                     f'enable "{dep}", remove it from depends_on, or disable "{m.name}" too'))
         resolved.append((dep, cond))
     return tuple(resolved)
-
-
-def _service(m: ServiceModel, where: str, deps: tuple[tuple[str, str], ...], base: str,
-             environ: Mapping[str, str], problems: list[Problem]) -> ServiceSpec:
-    """The runtime spec of a shape-valid service, after its filesystem and user checks.
-
-    For a disabled service these problems are only warnings: it is not started, and an image
-    may well lack the program of a service it disables.
-    """
-    def bad(key: str, message: str, hint: str = "", warning: bool = False) -> None:
-        problems.append(Problem(f"{where}: {key}" if key else where, message, hint, warning or not m.enabled))
-
-    post, post_key = m.post_script, "post_script"
-    if m.pos_script is not None:
-        if m.post_script is not None:
-            bad("pos_script", "both pos_script and post_script are set", "keep only post_script")
-        else:
-            post, post_key = m.pos_script, "pos_script"
-            bad("", "pos_script is read as post_script", "rename it to post_script", warning=True)
-
-    env: dict[str, str] = {}
-    for i, name in enumerate(m.env_file):
-        key = "env_file" if len(m.env_file) == 1 else f"env_file[{i}]"
-        env.update(_read_dotenv(os.path.join(base, name), f"{where}: {key}", problems, environ))
-    for key, value in m.env.items():
-        if not key or "=" in key or "\0" in key:
-            bad(f"env.{key}", "not a valid environment variable name", "use letters, digits and _")
-        env[key] = value
-    search_path = env.get("PATH", environ.get("PATH", os.defpath))
-
-    directory = os.path.normpath(os.path.join(base, m.directory)) if m.directory else None
-    if directory and not os.path.isdir(directory):
-        exists = os.path.exists(directory)
-        bad("directory", f'"{m.directory}" {"is not a directory" if exists else "does not exist"}',
-            "create it in the image or fix the path")
-    cwd = directory or base
-
-    def resolve(word: str, key: str) -> str:
-        return _resolve_program(word, key, search_path, cwd, bad)
-
-    argv: tuple[str, ...] = ()
-    command = m.command.strip()
-    if not command:
-        bad("command", "is empty", "name the program to run")
-    elif m.shell:
-        argv = ("/bin/sh", "-c", m.command + (" " + shlex.join(m.args) if m.args else ""))
-    else:
-        try:
-            words = [command, *m.args] if m.args else shlex.split(command)
-        except ValueError as e:
-            bad("command", f"cannot split {show(m.command)}: {e}", "fix the quoting, or use args = [...]")
-            words = []
-        if words:
-            argv = (resolve(words[0], "command"), *words[1:])
-
-    pre = resolve(m.pre_script, "pre_script") if m.pre_script else None
-    post = resolve(post, post_key) if post else None
-    log_file = _log_file(m.log_file, base, bad) if m.log_file else None
-    _check_identity(m, bad)
-
-    restart = m.restart or ("no" if m.oneshot else "on-failure")
-    if m.oneshot and restart == "always":
-        bad("restart", 'a oneshot cannot use restart = "always"',
-            'use "on-failure" to retry a failed run, or set oneshot = false')
-    if m.restart_delay_max < m.restart_delay:
-        bad("restart_delay_max", f"is less than restart_delay ({m.restart_delay:g})",
-            "the delay never grows; raise restart_delay_max", warning=True)
-    health = None
-    if m.healthcheck:
-        h = m.healthcheck
-        kind, target = ("http", h.http) if h.http else ("tcp", h.tcp) if h.tcp else ("exec", h.exec)
-        if kind == "exec":
-            target = (resolve(target[0], "healthcheck.exec"), *target[1:])
-        health = HealthSpec(kind=kind, target=target, interval=h.interval, timeout=h.timeout, retries=h.retries,
-                            start_period=h.start_period, on_unhealthy=h.on_unhealthy)
-    return ServiceSpec(
-        name=m.name, argv=argv, enabled=m.enabled, required=m.required, depends_on=deps,
-        wait_after=m.wait_after, user=m.user, group=m.group, directory=directory, env=tuple(env.items()),
-        pre_script=pre, post_script=post, log_file=log_file, log_max_bytes=m.log_max_bytes,
-        log_backups=m.log_backups, oneshot=m.oneshot, tty=m.tty, restart=restart, stop_signal=m.stop_signal,
-        healthcheck=health, restart_delay=m.restart_delay, restart_delay_max=m.restart_delay_max,
-        restart_limit=m.restart_limit, stable_after=m.stable_after)
-
-
-def _resolve_program(word: str, key: str, search_path: str, cwd: str, bad: Callable[..., None]) -> str:
-    """The absolute path of a program: relative paths against `cwd`, bare names in PATH."""
-    if "/" in word:
-        full = os.path.normpath(os.path.join(cwd, word))
-        shown = f'"{word}"' + ("" if full == word else f" ({full})")
-        try:
-            st = os.stat(full)
-        except FileNotFoundError:
-            bad(key, f"{shown} does not exist", "install it in the image or fix the path")
-            return full
-        except OSError as e:
-            bad(key, f"{shown}: {e.strerror}")
-            return full
-        if not stat.S_ISREG(st.st_mode):
-            bad(key, f"{shown} is not a file", "name the program itself")
-        elif not os.access(full, os.X_OK):
-            bad(key, f"{shown} is not executable", f"chmod +x {full}")
-        return full
-    found = shutil.which(word, path=search_path)
-    if found:
-        return os.path.abspath(found)
-    close = graph.did_you_mean(word, _programs_in(search_path))
-    bad(key, f'"{word}" not found in PATH', f"{close} otherwise {PATH_HINT}" if close else PATH_HINT)
-    return word
-
-
-def _programs_in(search_path: str) -> set[str]:
-    names: set[str] = set()
-    for d in search_path.split(os.pathsep):
-        try:
-            names.update(e.name for e in os.scandir(d or ".") if e.is_file() and os.access(e.path, os.X_OK))
-        except OSError:
-            pass
-    return names
-
-
-def _log_file(value: str, base: str, bad: Callable[..., None]) -> str:
-    full = os.path.normpath(os.path.join(base, value))
-    parent = os.path.dirname(full)
-    if os.path.isdir(full):
-        bad("log_file", f'"{value}" is a directory', "name a file inside it")
-    elif not os.path.isdir(parent):
-        bad("log_file", f'directory "{parent}" does not exist', "create it in the image or fix the path")
-    elif not os.access(parent, os.W_OK | os.X_OK):
-        bad("log_file", f'directory "{parent}" is not writable by uid {os.geteuid()}', "fix its permissions")
-    return full
-
-
-def _check_identity(m: ServiceModel, bad: Callable[..., None]) -> None:
-    """user and group exist; a non-root entrypoint can only run services as itself."""
-    euid, egid = os.geteuid(), os.getegid()
-    for key, value, db, current, tool in (("user", m.user, pwd.getpwnam, euid, "useradd"),
-                                          ("group", m.group, grp.getgrnam, egid, "groupadd")):
-        if value is None:
-            continue
-        if value.isdigit():
-            ident = int(value)
-        else:
-            try:
-                entry = db(value)
-            except KeyError:
-                bad(key, f'no {key} "{value}" on this system',
-                    f"create it in the image with {tool} {value}, or use a numeric id")
-                continue
-            ident = entry.pw_uid if key == "user" else entry.gr_gid
-        if euid != 0 and ident != current:
-            bad(key, f"entrypoint runs as uid {euid} and cannot switch to {key} {value}",
-                f"run it as root or remove `{key}`")
 
 
 def _shutdown_warnings(specs: list[ServiceSpec], t: Timeouts, problems: list[Problem], cyclic: bool) -> None:
@@ -400,7 +253,7 @@ def load_procfile(path: str, environ: Mapping[str, str] | None = None) -> tuple[
     env: dict[str, str] = {}
     dotenv = os.path.join(os.path.dirname(os.path.abspath(path)), ".env")
     if os.path.isfile(dotenv):
-        env = _read_dotenv(dotenv, ".env", problems, environ)
+        env = read_dotenv(dotenv, ".env", problems, environ)
     seen: dict[str, int] = {}
     specs = []
     for number, line in enumerate(text.splitlines(), 1):

@@ -14,7 +14,7 @@ import signal
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, PlainValidator, StrictBool, StrictStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, PlainValidator, StrictBool, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from entrypoint.errors import Problem
@@ -100,19 +100,33 @@ def depends_on_pairs(v: Any) -> tuple[tuple[str, str | None], ...]:
     return tuple(unique.values())
 
 
+def _no_nul(v: str) -> str:
+    # The kernel takes paths, arguments and environments as C strings: a NUL would cut
+    # them short (and Python refuses them with a ValueError deep in the spawn).
+    if "\0" in v:
+        raise _fail("contains a NUL character", "remove it")
+    return v
+
+
+def _text(v: Any) -> str:
+    if not isinstance(v, str):
+        raise _fail(f"expected a string, got {show(v)}")
+    return _no_nul(v)
+
+
 def _env_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (str, int, float)):
-        return str(v)
+        return _no_nul(str(v))
     raise _fail(f"expected a string, got {show(v)}")
 
 
 def _str_or_list(v: Any) -> tuple[str, ...]:
     if isinstance(v, str):
-        return (v,)
+        return (_no_nul(v),)
     if isinstance(v, list) and all(isinstance(x, str) for x in v):
-        return tuple(v)
+        return tuple(_no_nul(x) for x in v)
     raise _fail(f"expected a string or a list of strings, got {show(v)}")
 
 
@@ -120,7 +134,7 @@ def _ident(v: Any) -> str:
     if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**32 - 1:
         return str(v)
     if isinstance(v, str) and v.strip():
-        return v.strip()
+        return _no_nul(v.strip())
     raise _fail(f"expected a name or a numeric id, got {show(v)}")
 
 
@@ -144,7 +158,7 @@ def _argv_list(v: Any) -> tuple[str, ...]:
         raise _fail(f"cannot split {show(v)}: {e}", 'use a list: exec = ["prog", "arg"]') from None
     if not isinstance(words, list) or not words or not all(isinstance(w, str) and w for w in words):
         raise _fail(f"expected a command line (a non-empty list of strings), got {show(v)}")
-    return tuple(words)
+    return tuple(_no_nul(w) for w in words)
 
 
 def _http(v: Any) -> str:
@@ -158,19 +172,20 @@ def _http(v: Any) -> str:
         raise _fail(f"{show(v)} is not a valid URL: {e}", hint) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _fail(f"expected an http:// or https:// URL, got {show(v)}", hint)
-    return v
+    return _no_nul(v)
 
 
 def _tcp(v: Any) -> str:
     host, _, port = v.rpartition(":") if isinstance(v, str) else ("", "", "")
     if not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
         raise _fail(f'expected "host:port", got {show(v)}', "e.g. tcp = \"127.0.0.1:6379\"")
-    return v
+    return _no_nul(v)
 
 
 Seconds = _duration(zero_ok=False)
 SecondsOrZero = _duration(zero_ok=True)
 Ident = Annotated[str, PlainValidator(_ident)]
+Text = Annotated[str, PlainValidator(_text)]        # a string without NUL
 Retries = _integer(1, 10_000)
 LogBytes = _integer(1)
 LogBackups = _integer(0, 1000)
@@ -201,8 +216,8 @@ class HealthModel(_Model):
 
 class ServiceModel(_Model):
     name: Annotated[str, PlainValidator(_name)]
-    command: StrictStr
-    args: tuple[StrictStr, ...] = ()
+    command: Text
+    args: tuple[Text, ...] = ()
     shell: StrictBool = False
     enabled: StrictBool = True
     required: StrictBool = False
@@ -210,13 +225,13 @@ class ServiceModel(_Model):
     wait_after: SecondsOrZero = 0.0
     user: Ident | None = None
     group: Ident | None = None
-    directory: StrictStr | None = None
+    directory: Text | None = None
     env: dict[str, Annotated[str, PlainValidator(_env_value)]] = {}
     env_file: Annotated[tuple[str, ...], PlainValidator(_str_or_list)] = ()
-    pre_script: StrictStr | None = None
-    post_script: StrictStr | None = None
-    pos_script: StrictStr | None = None
-    log_file: StrictStr | None = None
+    pre_script: Text | None = None
+    post_script: Text | None = None
+    pos_script: Text | None = None
+    log_file: Text | None = None
     log_max_bytes: LogBytes = 10_000_000
     log_backups: LogBackups = 5
     oneshot: StrictBool = False

@@ -97,8 +97,12 @@ class Operations:
 
     # -- the one entry point for transports ---------------------------------------------
 
-    async def call(self, op: Any, args: Any) -> Any:
-        """Run operation `op` with the request's `args` (a dict); OperationError on failure."""
+    async def call(self, op: Any, args: Any, origin: str = "") -> Any:
+        """Run operation `op` with the request's `args` (a dict); OperationError on failure.
+
+        `origin` says who asked and how (`root (uid 0) via control socket`): actions that
+        change a service say it in the runner's log, as a shutdown says its signal.
+        """
         if not isinstance(args, dict):
             raise OperationError("bad_request", '"args" must be an object')
         if op == "list":
@@ -109,7 +113,7 @@ class Operations:
             names = _names(args)
             if not names:
                 raise OperationError("usage", f"{op}: name at least one service")
-            return await getattr(self, op)(names)
+            return await getattr(self, op)(names, origin)
         if op == "logs":
             return self.logs(_names(args), _lines(args))
         if op == "shutdown":
@@ -117,7 +121,7 @@ class Operations:
         if op == "health":
             return self.health()
         if op == "reload":
-            return await self.reload()
+            return await self.reload(origin)
         if op == "exec_spec":
             name = args.get("name")
             if not isinstance(name, str):
@@ -149,7 +153,9 @@ class Operations:
         return {"pid": os.getpid(), "uid": os.geteuid(), "version": __version__,
                 "config": sup.config.source, "started_at": sup.started_at,
                 "uptime": time.time() - sup.started_at, "shutting_down": sup.shutting_down,
-                "cmd": sup.cmd, "cmd_pid": sup.cmd_pid}
+                "cmd": sup.cmd, "cmd_pid": sup.cmd_pid,
+                # stdout: bytes waiting for a slow reader, lines it never got
+                "stdout_waiting": sup.printer.writer.queued, "stdout_dropped": sup.printer.dropped}
 
     def list(self) -> dict:
         return {"services": self.sup.snapshot(), "runner": self.runner()}
@@ -214,11 +220,13 @@ class Operations:
         except SpawnError as exc:
             raise OperationError("failed", f"{name}: {exc.message}") from None
         env = child_environment({**self.sup.environ, **spec.environment()}, identity)
+        # A service with no user runs as the runner: say so, or a root client would keep
+        # its own groups (the client caps all this at the runner's uid anyway).
         return {"name": name, "env": env, "directory": spec.directory or os.getcwd(),
                 "user": spec.user,
-                "uid": identity.uid if identity else None,
-                "gid": identity.gid if identity else None,
-                "groups": list(identity.groups) if identity else None}
+                "uid": identity.uid if identity else os.geteuid(),
+                "gid": identity.gid if identity else os.getegid(),
+                "groups": list(identity.groups) if identity else os.getgroups()}
 
     # -- actions ------------------------------------------------------------------------
 
@@ -227,34 +235,43 @@ class Operations:
         self.sup.request_shutdown()
         return {"shutting_down": True, "already": already}
 
-    async def reload(self) -> dict:
+    async def reload(self, origin: str = "") -> dict:
         if self.reloader is None:
             raise OperationError("unsupported", "reload is not available in this runner")
-        return await self.reloader.reload("entrypoint reload")
+        return await self.reloader.reload("entrypoint reload" + (f" by {origin}" if origin else ""))
 
     def _refuse_when_shutting_down(self) -> None:
         if self.sup.shutting_down:
             raise OperationError("shutting_down", "the runner is shutting down")
 
-    async def start(self, names: list[str]) -> dict:
+    def _announce(self, services: list[Service], what: str, origin: str) -> str:
+        """`web: restart requested by root (uid 0) via control socket` in the runner's
+        log (docker logs), for each service; returns the reason for their history."""
+        reason = f"{what} requested" + (f" by {origin}" if origin else "")
+        for service in services:
+            service.say(reason)
+        return reason
+
+    async def start(self, names: list[str], origin: str = "") -> dict:
         services = self.services(names)
         self._refuse_when_shutting_down()
+        reason = self._announce(services, "start", origin)
         for service in services:
             if service.state in (State.BACKOFF, State.STOPPING):
-                await service.stop("start requested")   # start it now, not after the backoff
+                await service.stop(reason)   # start it now, not after the backoff
         self._refuse_when_shutting_down()
         return await self.start_and_wait(services, "start")
 
-    async def stop(self, names: list[str]) -> dict:
+    async def stop(self, names: list[str], origin: str = "") -> dict:
         services = self.services(names)
         self._refuse_when_shutting_down()
-        await self.stop_in_order(services, "stop requested")
+        await self.stop_in_order(services, self._announce(services, "stop", origin))
         return {"services": [self._result(s, True) for s in services]}
 
-    async def restart(self, names: list[str]) -> dict:
+    async def restart(self, names: list[str], origin: str = "") -> dict:
         services = self.services(names)
         self._refuse_when_shutting_down()
-        await self.stop_in_order(services, "restart requested")
+        await self.stop_in_order(services, self._announce(services, "restart", origin))
         self._refuse_when_shutting_down()
         return await self.start_and_wait(services, "restart")
 

@@ -63,29 +63,20 @@ def client_candidates(environ=os.environ) -> list[str]:
     return list(dict.fromkeys(places))
 
 
-def _other_users_sockets() -> list[str]:
-    """/tmp/entrypoint-UID.sock of any user: root may talk to a runner of any uid."""
-    try:
-        names = os.listdir("/tmp")
-    except OSError:
-        return []
-    return sorted(f"/tmp/{n}" for n in names
-                  if n.startswith("entrypoint-") and n.endswith(".sock") and n[11:-5].isdigit())
-
-
 def client_path(explicit: str | None = None, environ=os.environ) -> tuple[str, list[str]]:
     """The socket a client connects to, and the places it looked (for the error message).
 
     --socket or $ENTRYPOINT_SOCKET when given; else the first candidate that exists as a
     socket, so that `docker exec -u 1000 ... entrypoint list` still finds a root runner's
-    /run/entrypoint.sock; else where a runner started by this user would put it.
+    /run/entrypoint.sock; else where a runner started by this user would put it. Other
+    users' /tmp/entrypoint-UID.sock are not looked at: root drives such a runner only by
+    naming its socket (the client checks who serves what it found, see client.py).
     """
     chosen = explicit or environ.get("ENTRYPOINT_SOCKET")
     if chosen:
         return chosen, [chosen]
     places = client_candidates(environ)
-    extra = _other_users_sockets() if os.getuid() == 0 else []
-    for place in places + [p for p in extra if p not in places]:
+    for place in places:
         try:
             if stat.S_ISSOCK(os.stat(place).st_mode):
                 return place, places

@@ -1,7 +1,7 @@
 """The control socket: a Unix socket speaking JSON lines, in the runner's asyncio loop.
 
 Requests and replies are one JSON object per line (see protocol.py and the README).
-The socket is created 0600; each peer is checked with SO_PEERCRED (root or the runner's
+The socket is created 0600 (bind.py); each peer is checked with SO_PEERCRED (root or the runner's
 own uid). A request must fit in MAX_REQUEST bytes and arrive within REQUEST_TIMEOUT
 seconds; anything malformed gets an error reply and the connection is closed. Nothing a
 peer sends can raise out of here: the services keep running whatever happens on the socket.
@@ -10,27 +10,20 @@ peer sends can raise out of here: the services keep running whatever happens on 
 from __future__ import annotations
 
 import asyncio
-import fcntl
+import functools
 import json
 import os
-import socket
-import stat
-import struct
+import pwd
 import time
 
 from entrypoint.errors import EntrypointError
+from entrypoint.control.bind import bind_socket, peer_credentials
 from entrypoint.control.operations import OperationError, Operations
-from entrypoint.control.protocol import MAX_REQUEST, REQUEST_TIMEOUT, VERSION, encode, error, server_path
+from entrypoint.control.protocol import MAX_REQUEST, REQUEST_TIMEOUT, VERSION, encode, error
 
 MAX_CONNECTIONS = 64
 WRITE_TIMEOUT = 10.0           # a peer that does not read its reply for this long is dropped
 FOLLOW_BACKLOG = 4 << 20       # bytes queued for a `logs -f` peer before it is dropped
-_CRED = struct.Struct("3i")    # struct ucred: pid, uid, gid
-
-
-def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
-    """(pid, uid, gid) of the process at the other end of a Unix socket."""
-    return _CRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
 
 
 def refusal(runner_uid: int) -> str:
@@ -38,108 +31,6 @@ def refusal(runner_uid: int) -> str:
         return ("permission denied: the runner runs as uid 0; run this as root "
                 "(e.g. `docker exec -u 0 CONTAINER entrypoint ...`)")
     return f"permission denied: the runner runs as uid {runner_uid}; run as root or as uid {runner_uid}"
-
-
-class _DirLock:
-    """flock() on the socket's directory while we inspect and bind, so two runners
-    starting together cannot both decide that the socket is stale. Best effort."""
-
-    def __init__(self, directory: str):
-        self.fd = None
-        try:
-            self.fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError:
-            return
-        deadline = time.monotonic() + 2.0
-        while True:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    return
-                time.sleep(0.01)
-            except OSError:
-                return
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)       # closing drops the lock
-            self.fd = None
-
-
-def _probe(path: str) -> tuple[str, int | None]:
-    """Is a runner listening at `path`? ("live", pid) | ("stale", None) | ("denied", None)."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(1.0)
-    try:
-        probe.connect(path)
-    except ConnectionRefusedError:
-        return "stale", None
-    except FileNotFoundError:
-        return "gone", None
-    except PermissionError:
-        return "denied", None
-    except (socket.timeout, OSError):
-        return "live", None         # cannot tell: never take a socket that may be in use
-    try:
-        return "live", peer_credentials(probe)[0]
-    except OSError:
-        return "live", None
-    finally:
-        probe.close()
-
-
-def bind_socket(path: str, say=None) -> tuple[socket.socket, tuple[int, int]]:
-    """A listening socket at `path`, mode 0600; replaces a stale one, never a live one.
-
-    Raises EntrypointError when another runner listens there, or when the path is taken
-    by something that is not a socket. Returns the socket and its (st_dev, st_ino).
-    """
-    if len(os.fsencode(path)) > 107:
-        raise EntrypointError(f"control socket path too long ({len(path)} bytes, at most 107): "
-                              f"{path}; choose a shorter one with --socket or ENTRYPOINT_SOCKET")
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    lock = _DirLock(directory)
-    try:
-        try:
-            mode = os.lstat(path).st_mode
-        except FileNotFoundError:
-            mode = None
-        if mode is not None:
-            if not stat.S_ISSOCK(mode):
-                raise EntrypointError(f"{path} exists and is not a socket; remove it, or give "
-                                      f"this runner another path with --socket or ENTRYPOINT_SOCKET")
-            state, pid = _probe(path)
-            if state == "live":
-                who = f"(pid {pid}) " if pid else ""
-                raise EntrypointError(
-                    f"another entrypoint {who}is already listening on {path}; stop it, or give "
-                    f"this one its own socket with --socket PATH or ENTRYPOINT_SOCKET=PATH")
-            if state == "denied":
-                raise EntrypointError(f"{path} belongs to uid {os.lstat(path).st_uid} and "
-                                      f"cannot be checked; use --socket or ENTRYPOINT_SOCKET")
-            if state == "stale":
-                os.unlink(path)
-                if say:
-                    say(f"removed a stale control socket {path} (its runner is gone)")
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)     # born 0600: no window with a wider mode
-        try:
-            sock.bind(path)
-        except BaseException:
-            sock.close()
-            raise
-        finally:
-            os.umask(old_umask)
-        os.chmod(path, 0o600)
-        sock.listen(64)
-        sock.setblocking(False)
-        st = os.stat(path)
-        return sock, (st.st_dev, st.st_ino)
-    finally:
-        lock.release()
 
 
 class ControlServer:
@@ -239,14 +130,14 @@ class ControlServer:
             if request["op"] == "logs" and request["args"].get("follow"):
                 await self._follow(request, reader, writer)
                 return
-            await self._send(writer, await self.answer(request))
+            await self._send(writer, await self.answer(request, origin=_origin(uid)))
             if reader.at_eof():
                 return
 
-    async def answer(self, request: dict) -> dict:
+    async def answer(self, request: dict, origin: str = "") -> dict:
         """The reply to a parsed request (also used by tests and, later, other transports)."""
         try:
-            result = await self.ops.call(request["op"], request["args"])
+            result = await self.ops.call(request["op"], request["args"], origin)
             reply = {"v": VERSION, "ok": True, "result": result}
         except OperationError as exc:
             reply = error(exc.code, exc.message, **exc.details)
@@ -311,6 +202,19 @@ class ControlServer:
             closed.cancel()
 
 
+@functools.lru_cache(maxsize=16)
+def _origin(uid: int) -> str:
+    """Who asked, for the runner's log: `root (uid 0) via control socket`.
+
+    Cached: a user lookup may block (NSS), and only root and the runner's own uid get
+    this far, so the loop pays for it once or twice in the runner's life.
+    """
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid}) via control socket"
+    except KeyError:
+        return f"uid {uid} via control socket"
+
+
 def parse_request(line: bytes) -> tuple[dict | None, dict | None]:
     """(request, None) for a well-formed request line, else (None, error reply)."""
     try:
@@ -334,72 +238,3 @@ def parse_request(line: bytes) -> tuple[dict | None, dict | None]:
     if "id" in request:
         parsed["id"] = request["id"]
     return parsed, None
-
-
-def report(supervisor) -> None:
-    """SIGUSR1 (no CMD): print the `list` table into the log."""
-    from entrypoint.control.client import render_list
-    supervisor.printer.system("services (SIGUSR1):\n" + render_list(supervisor.snapshot()))
-
-
-def attach(supervisor, args) -> None:
-    """Give a Supervisor its control socket, reload, SIGUSR1 report, title and auto-install.
-
-    The socket is bound in a startup hook, before any service starts: a live socket of
-    another runner refuses the run with a clear message. Other errors creating it only
-    disable the control socket, with a warning.
-    """
-    from entrypoint.core.proctitle import Title
-    from entrypoint.core.reload import Reloader
-
-    config = supervisor.config
-    source = None
-    if os.path.isfile(config.source):
-        source = (os.path.abspath(config.source), "procfile" if config.procfile else "toml")
-    ops = Operations(supervisor)
-    ops.reloader = Reloader(supervisor, ops, source)
-    path = server_path(getattr(args, "socket", None))
-    server = ControlServer(ops, path, supervisor.printer)
-    title = Title()
-    supervisor.control = server     # for tests and the HTTP API later
-
-    def on_change(service) -> None:
-        try:
-            # Once per loop iteration, not per change: a start or stop of N services makes
-            # N changes, and each summary walks all N (quadratic; profiled at 50 services).
-            title.update_soon(supervisor)
-            ops.index.ensure(service.name, supervisor.rings.get(service.name))
-        except Exception:       # cosmetics and bookkeeping must never break supervision
-            pass
-
-    async def startup(sup) -> None:
-        for spec in sup.config.services:      # rings first, so the index sees every block
-            sup.rings.setdefault(spec.name, _new_ring(sup))
-        ops.index.attach_all(sup.rings)
-        try:
-            await server.start()
-        except EntrypointError:
-            raise
-        except OSError as exc:
-            sup.printer.system(f"control socket disabled: cannot create {path}: "
-                               f"{exc.strerror or exc}; use --socket or ENTRYPOINT_SOCKET "
-                               f"to put it elsewhere", "warning")
-        if not getattr(args, "no_install", False):
-            from entrypoint.cli.install import auto_install
-            auto_install(sup.printer)
-        title.update(sup)
-
-    async def shutdown(sup) -> None:
-        await server.close()
-
-    supervisor.startup_hooks.append(startup)
-    supervisor.shutdown_hooks.append(shutdown)
-    supervisor.change_listeners.append(on_change)
-    supervisor.on_reload_signal = ops.reloader.on_signal
-    supervisor.on_report_signal = lambda: report(supervisor)
-
-
-def _new_ring(supervisor):
-    from entrypoint.output.ring import LogRing
-    return LogRing(supervisor.log_lines)
-

@@ -442,7 +442,10 @@ class Service:
             elif passed or self.rt.loop.time() - began >= check.start_period:
                 failures += 1
                 if failures >= check.retries and self.health != "unhealthy":
-                    self.say(f"unhealthy after {failures} failed checks: {said}", "warning")
+                    restart = check.on_unhealthy == "restart"   # say why the stop comes
+                    self.say(f"unhealthy after {failures} failed checks: {said}"
+                             + ('; restarting it (on_unhealthy = "restart")' if restart else ""),
+                             "warning")
                     self._set_health("unhealthy")
                     if self.state == State.STARTING:
                         self._set_state(State.RUNNING, "unhealthy")

@@ -13,9 +13,11 @@ RESERVED_SIGNALS = frozenset((*SHUTDOWN_SIGNALS, signal.SIGHUP, signal.SIGCHLD,
 
 def _cache_valid_signals() -> None:
     """asyncio checks each add/remove_signal_handler against `signal.valid_signals()`,
-    which converts all ~65 signal numbers to enum members on every call: ~1 ms here,
-    ~20 ms of every start and every shutdown for our dozen handlers (py-spy). The set
-    cannot change while the process lives, so compute it once (a fresh copy per call)."""
+    which converts all ~65 signal numbers to enum members on every call. The runner
+    installs and later removes 46 handlers (most for the real-time signals it forwards):
+    6.3 ms with the stock function, 0.4 ms with this cache (measured, 2-core VM): ~3 ms
+    of a shutdown that takes ~17 ms in all for 50 services. The set cannot change while
+    the process lives, so compute it once (a fresh copy per call, as the stock one)."""
     if getattr(signal.valid_signals, "_entrypoint_cached", False):
         return
     valid = frozenset(signal.valid_signals())

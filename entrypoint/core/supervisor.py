@@ -58,6 +58,7 @@ class Supervisor:
         self.end_reason: str | None = None       # why the run ended (for reports)
         self._shutdown_signal = signal.SIGTERM   # what the CMD gets when we shut down
         self._forced = False
+        self._stop_deadline: float | None = None    # loop time the shutdown must end by
         # Extensions (control socket, reports) plug in here: called with the supervisor
         # once the loop runs, and awaited after the last service stopped.
         self.startup_hooks: list = []
@@ -118,6 +119,7 @@ class Supervisor:
         if os.getpid() != 1:
             become_subreaper()
         self.reaper.install(self._loop)
+        self.printer.writer.attach(self._loop)    # stdout from the loop, never blocking it
         for sig in SHUTDOWN_SIGNALS:
             self._loop.add_signal_handler(sig, self._on_shutdown_signal, sig)
         self._loop.add_signal_handler(signal.SIGHUP, self._on_hup)
@@ -150,6 +152,8 @@ class Supervisor:
         self.reaper.uninstall()
         for log in self._logs.values():
             log.close()
+        # A stalled stdout gets what is left of the shutdown's time, at least a moment.
+        await self.printer.writer.finish(self._stop_deadline)
         return status
 
     def _on_change(self, service: Service) -> None:
@@ -273,6 +277,7 @@ class Supervisor:
         timeouts = self.config.timeouts
         self.printer.system(f"stopping ({reason})")
         deadline = self._loop.time() + timeouts.global_shutdown_timeout   # the final sweep too
+        self._stop_deadline = deadline
         everything = self._loop.create_task(self._stop_everything())
         try:
             await asyncio.wait_for(asyncio.shield(everything), timeouts.global_shutdown_timeout)

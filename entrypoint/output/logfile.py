@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from typing import Callable
+
+
+class LogFileError(OSError):
+    """A log file problem, worded for people (`str()` is the whole message)."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def others_can_write(directory: str) -> bool:
+    """True when someone other than root may create or replace files in `directory`."""
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return False
+    return bool(st.st_uid != 0 or st.st_mode & stat.S_IWOTH
+                or (st.st_mode & stat.S_IWGRP and st.st_gid != 0))
 
 
 class RotatingLog:
@@ -23,15 +42,26 @@ class RotatingLog:
         self.failed = False
         self._fd: int | None = None
         self._size = 0
+        # As root, in a directory others can write, a symlink planted at our path (or at
+        # a rotation target) would make us append to any file: never follow one there.
+        self._nofollow = (os.geteuid() == 0
+                          and others_can_write(os.path.dirname(os.path.abspath(path))))
         self._open()
 
     def _open(self) -> bool:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
         try:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                               0o644)
+            self._fd = os.open(self.path, flags | (os.O_NOFOLLOW if self._nofollow else 0), 0o644)
             self._size = os.fstat(self._fd).st_size
             return True
         except OSError as e:
+            if e.errno == errno.ELOOP and self._nofollow:
+                e = LogFileError(f"{self.path} is a symbolic link in a directory that others "
+                                 f"can write ({os.path.dirname(os.path.abspath(self.path))}): "
+                                 f"refused, since the runner is root; point log_file at the "
+                                 f"file itself, or at a directory only root can write")
+            else:
+                e = LogFileError(f"cannot open {self.path}: {e.strerror or e}")
             self._fail(e)
             return False
 

@@ -1,21 +1,20 @@
 """Bytes from services -> whole lines -> `name | line` on stdout, log files and rings.
 
 The default text path does no per-line Python work: a fed chunk is split once at its last
-newline (`rfind`), prefixed with one `bytes.replace`, and written with one `os.write`
-loop, so lines of different services are never cut or interleaved. Only `--log-format
-json` looks at single lines. Output errors never propagate: PID 1 must not die or hang
-because nobody reads its stdout any more.
+newline (`rfind`), prefixed with one `bytes.replace`, and queued as one block on the
+non-blocking writer (writer.py), so lines of different services are never cut or
+interleaved. Only `--log-format json` looks at single lines. Output errors never
+propagate: PID 1 must not die or hang because nobody reads its stdout any more.
 """
 
 from __future__ import annotations
 
-import errno
 import json
-import os
-import select
 import time
 import zlib
 from typing import Callable, Iterable, Mapping
+
+from entrypoint.output.writer import StdoutWriter
 
 RUNNER = "entrypoint"
 RESET = "\x1b[0m"
@@ -24,7 +23,6 @@ LEVEL_COLORS = {"error": "\x1b[31m", "warning": "\x1b[33m"}
 # Readable on dark and light backgrounds; no red (that is for the runner's errors).
 PALETTE = tuple(f"\x1b[{c}m" for c in (
     "36", "33", "32", "35", "34", "96", "93", "92", "95", "94", "38;5;208", "38;5;141"))
-_GONE = frozenset({errno.EPIPE, errno.EBADF, errno.EIO, errno.ENXIO, errno.ECONNRESET})
 _jstr = json.JSONEncoder(ensure_ascii=False).encode
 
 
@@ -55,30 +53,34 @@ def utc_timestamp(t: float) -> str:
 class Printer:
     """Writes prefixed whole-line blocks to one fd (stdout), as text or JSON lines.
 
-    Each `write_lines` call is a single write of whole lines, retried over partial writes.
-    On EAGAIN it polls until the fd is writable; if it makes no progress for
-    `stall_timeout` seconds it drops output (counted in `dropped`) until the fd drains, so
-    a frozen reader cannot freeze the loop. EPIPE/EBADF/EIO mean the output is gone:
-    `gone` becomes True and everything is dropped silently from then on.
+    Each block goes whole to a StdoutWriter (a private non-blocking open of `fd` with a
+    byte-bounded queue), so a reader that stalls never blocks the loop: its `full` is the
+    back-pressure signal the drains pause on. `dropped` counts lines never written
+    (output gone, queue over its limit, or still queued when `finish` gave up).
     """
 
     quiet = False                 # --quiet: the runner's info lines are not printed
 
     def __init__(self, fd: int = 1, *, color: bool = False, timestamps: bool = False,
-                 log_format: str = "text", stall_timeout: float = 30.0):
+                 log_format: str = "text", writer: StdoutWriter | None = None):
         if log_format not in ("text", "json"):
             raise ValueError(f"invalid log format {log_format!r}: use text or json")
-        self.fd = fd
         self.json = log_format == "json"
         self.color = color and not self.json
         self.timestamps = timestamps
-        self.stall_timeout = stall_timeout
         self.clock: Callable[[], float] = time.time
-        self.gone = False
-        self.dropped = 0              # blocks (or block remainders) not written
-        self._stalled = self._cut = False   # _cut: a failed write ended mid-line
+        self.writer = writer if writer is not None else StdoutWriter(fd)
         self._width = len(RUNNER)
         self._prefixes: dict[str, tuple[bytes, bytes]] = {}
+
+    @property
+    def gone(self) -> bool:
+        """The reader is gone for good (EPIPE, ...): everything is dropped silently."""
+        return self.writer.gone
+
+    @property
+    def dropped(self) -> int:
+        return self.writer.dropped
 
     def set_names(self, names: Iterable[str]) -> None:
         """Pad prefixes to the longest of `names` and "entrypoint"."""
@@ -105,6 +107,7 @@ class Printer:
         once more (~4 us per 4 KiB PTY read, a third of the cost of a block; profiled).
         """
         if self.gone or not block:
+            self.writer.dropped += block.count(b"\n")     # counted, never prefixed
             return None
         if self.json:
             lines = block.decode("utf-8", "replace").split("\n")
@@ -129,7 +132,10 @@ class Printer:
     def system(self, message: str, level: str = "info") -> None:
         """Print a runner message under the name `entrypoint` (with `quiet`: only
         warnings and errors)."""
-        if self.gone or (self.quiet and level == "info"):
+        if self.quiet and level == "info":
+            return
+        if self.gone:
+            self.writer.dropped += message.rstrip("\n").count("\n") + 1
             return
         lines = message.rstrip("\n").split("\n")
         if self.json:
@@ -144,35 +150,4 @@ class Printer:
         self._write("".join([p + line + "\n" for line in lines]).encode("utf-8", "replace"))
 
     def _write(self, data: bytes | memoryview) -> None:
-        if self._stalled:           # drop whole blocks until the reader makes room again
-            if not self._writable(0):
-                self.dropped += 1
-                return
-            self._stalled = False
-        if self._cut:               # never glue a line to the remains of a cut one
-            self._cut = False
-            self._write(b"\n")
-        view = memoryview(data)
-        total = len(view)
-        while view:
-            try:
-                view = view[os.write(self.fd, view):]
-                continue
-            except BlockingIOError:
-                if self._writable(self.stall_timeout):
-                    continue
-                self._stalled = True
-            except OSError as e:    # other errors (ENOSPC on a file): lose this block only
-                if e.errno in _GONE:
-                    self.gone = True
-            self._cut = len(view) < total
-            self.dropped += 1
-            return
-
-    def _writable(self, timeout: float) -> bool:
-        poller = select.poll()
-        poller.register(self.fd, select.POLLOUT)
-        try:
-            return bool(poller.poll(timeout * 1000))
-        except OSError:
-            return True         # let os.write report the real error
+        self.writer.write(data)

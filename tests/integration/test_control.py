@@ -186,9 +186,13 @@ def test_logs_tail_merge_prefix_and_survive_a_restart(basic, sock):
     assert one.returncode == 0 and one.stdout == "web says hello\n"      # one name: no prefix
     every = ctl(sock, "logs").stdout.splitlines()
     assert "web    | web says hello" in every and "init   | init done" in every
-    assert every.index("web    | web says hello") < every.index("worker | worker ready")
+    # Merged in arrival order: the order the runner printed them in (worker waits only for
+    # web to be started, not for its line, so either may come first).
+    printed = [line for line in basic.lines if line in every]
+    assert printed == [line for line in every if line in printed], (printed, every)
     assert ctl(sock, "restart", "web").returncode == 0
-    assert ctl(sock, "logs", "web").stdout == "web says hello\nweb says hello\n"
+    wait_until(lambda: ctl(sock, "logs", "web").stdout == "web says hello\nweb says hello\n",
+               10, what="the restarted web's line in its ring")
     assert ctl(sock, "logs", "web", "-n", "1").stdout == "web says hello\n"
     assert ctl(sock, "logs", "web", "-n", "x").returncode == 2
 
@@ -423,6 +427,109 @@ def test_a_stranger_is_refused(run_entrypoint, write_config, stranger):
     assert "NAME" not in done.stdout
     runner.wait_for(rf"entrypoint \| refused a control connection from uid {uid} \(pid \d+\)")
     assert services(sock)["web"]["state"] == "RUNNING"
+
+
+def test_manual_actions_say_who_asked_in_the_runner_log(basic, sock):
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    who = rf"by {re.escape(me)} \(uid {os.geteuid()}\) via control socket"
+    assert ctl(sock, "stop", "web", "worker").returncode == 0
+    basic.wait_for(rf"entrypoint \| web: stop requested {who}$")
+    basic.wait_for(rf"entrypoint \| worker: stop requested {who}$")
+    assert ctl(sock, "start", "web").returncode == 0
+    basic.wait_for(rf"entrypoint \| web: start requested {who}$")
+    assert ctl(sock, "restart", "web").returncode == 0
+    basic.wait_for(rf"entrypoint \| web: restart requested {who}$")
+    assert ctl(sock, "reload").returncode == 0
+    basic.wait_for(rf"entrypoint \| reload \(entrypoint reload {who}\): ")
+    history = json.loads(ctl(sock, "status", "web", "--json").stdout)["history"]
+    assert any(re.fullmatch(f"restart requested {who}", h["reason"]) for h in history), history
+
+
+def test_a_health_restart_says_why_in_the_runner_log(run_entrypoint, write_config, sock):
+    config = write_config("""
+        [[services]]
+        name = "api"
+        command = "sleep"
+        args = ["1000"]
+        healthcheck = { exec = ["false"], interval = 0.2, retries = 2, on_unhealthy = "restart" }
+    """)
+    runner = start_runner(run_entrypoint, config, sock)
+    runner.wait_for(r'entrypoint \| api: unhealthy after 2 failed checks: exit status 1; '
+                    r'restarting it \(on_unhealthy = "restart"\)$')
+    runner.wait_for(r"entrypoint \| api: started \(pid \d+\)", count=2)
+
+
+def test_a_closed_pipe_ends_the_client_quietly(basic, sock):
+    """`entrypoint status --json | head -c 100`: no traceback, the status of `cat`."""
+    commands = [["list"], ["list", "--json"], ["status"], ["status", "--json"], ["health"],
+                ["health", "--json"], ["logs"], ["logs", "-f"], ["start", "web"],
+                ["exec", "web", "--", "echo", "hello"]]
+    for args in commands:
+        read_end, write_end = os.pipe()
+        os.close(read_end)          # the reader is gone before a byte is written
+        try:
+            done = subprocess.run([sys.executable, "-m", "entrypoint", *args], env=ctl_env(sock),
+                                  stdout=write_end, stderr=subprocess.PIPE, text=True,
+                                  stdin=subprocess.DEVNULL, timeout=30)
+        finally:
+            os.close(write_end)
+        assert done.stderr == "", (args, done.stderr)
+        assert done.returncode in (0, -signal.SIGPIPE), (args, done.returncode)
+    # Through a shell, as people type it: a race between head and the client, ten times.
+    for _ in range(10):
+        done = subprocess.run(["bash", "-o", "pipefail", "-c",
+                               f"{sys.executable} -m entrypoint status --json | head -c 100"],
+                              env=ctl_env(sock), capture_output=True, text=True, timeout=30)
+        assert done.stderr == "" and done.returncode in (0, 141), (done.returncode, done.stderr)
+        assert len(done.stdout) == 100
+
+
+def test_socket_in_a_missing_directory_is_an_error_not_a_mkdir(run_entrypoint, write_config,
+                                                               tmp_path):
+    missing = tmp_path / "no-such-dir"
+    sock = str(missing / "ctl.sock")
+    runner = run_entrypoint("-c", write_config(BASIC), "--socket", sock, env=ctl_env(sock))
+    assert runner.wait(15) == 2
+    assert f"directory {missing} does not exist" in runner.stderr
+    assert "Traceback" not in runner.stderr
+    assert not missing.exists()
+    assert "web says hello" not in runner.output          # nothing was started
+    done = ctl(sock, "list")
+    assert done.returncode == 3 and f"directory {missing} does not exist" in done.stderr
+    assert not missing.exists()
+
+
+def _help_entries(text: str) -> dict[str, str]:
+    """Each option or argument entry of an argparse-style --help: its help text."""
+    entries: dict[str, str] = {}
+    current = None
+    for line in text.splitlines():
+        entry = re.match(r"^  (\S.*?)(?:\s{2,}(\S.*))?$", line)
+        if entry:       # `  --socket PATH  the runner's control socket ...`
+            current = entry.group(1)
+            entries[current] = entry.group(2) or ""
+        elif re.match(r"^\s{4,}\S", line) and current is not None:
+            entries[current] = (entries[current] + " " + line.strip()).strip()
+        elif not line.startswith(" "):
+            current = None
+    return entries
+
+
+@pytest.mark.parametrize("command", ["list", "status", "start", "stop", "restart", "logs",
+                                     "reload", "shutdown", "health", "exec"])
+def test_every_option_of_a_control_command_has_help(command):
+    done = subprocess.run([sys.executable, "-m", "entrypoint", command, "--help"],
+                          env=ctl_env("/nonexistent.sock"), capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    usage = done.stdout.split("\n\n")[0]
+    entries = _help_entries(done.stdout)
+    wanted = set(re.findall(r"(?<![\w-])--?[a-z][a-z-]*", usage)) - {"--"}
+    wanted |= {w for w in re.findall(r"\b[A-Z]{3,}\b", usage) if w not in ("PATH", "ARGS")}
+    for word in wanted:
+        described = [help_text for invocation, help_text in entries.items()
+                     if re.search(rf"(?<![\w-]){re.escape(word)}\b", invocation)]
+        assert described and all(described), (command, word, done.stdout)
 
 
 def test_shutdown_ends_the_run_gracefully(basic, sock):

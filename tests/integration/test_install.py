@@ -139,3 +139,21 @@ def test_install_command(venv, place, tmp_path):
     done = subprocess.run([script, "install"], env=env, capture_output=True, text=True)
     assert done.returncode == 0 and os.readlink(link) == script
     assert done.stdout == f"installed {link} -> {script}\n"
+
+
+def test_install_names_another_installation_on_path_and_leaves_it(venv, place, tmp_path):
+    bindir, env, _ = place
+    script = str(venv / "bin" / "entrypoint")
+    other = tmp_path / "old-venv" / "bin" / "entrypoint"
+    other.parent.mkdir(parents=True)
+    other.write_text("#!/bin/sh\necho old\n")
+    os.chmod(other, 0o755)
+    link = bindir / "entrypoint"
+    os.symlink(other, link)
+    done = subprocess.run([script, "install"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert f"another entrypoint is on PATH: {link} -> {other}; this one is {script}" \
+        in done.stderr
+    assert "Nothing was changed" in done.stderr and "Traceback" not in done.stderr
+    assert os.readlink(link) == str(other)

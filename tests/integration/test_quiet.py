@@ -96,5 +96,6 @@ def test_path_that_is_not_executable_exits_126(tmp_path, mode):
 def test_name_not_in_path_exits_127(tmp_path, mode):
     done = run(tmp_path, "--", "no-such-program-xyz")
     assert done.returncode == 127
-    assert done.stderr == "entrypoint: no-such-program-xyz: command not found in PATH\n"
+    assert done.stderr == ('entrypoint: command "no-such-program-xyz" not found in PATH; '
+                           'nothing was started\n')
     assert done.stdout == "" and _nothing_started(mode)

@@ -452,10 +452,13 @@ def test_command_split_error_is_located(write):
     assert p.message == 'cannot split "sleep \'1": No closing quotation'
 
 
-def test_shell_true_runs_sh_c_with_args_quoted(write):
-    cfg, _ = load(write('[[services]]\nname = "s"\ncommand = "echo $HOME | tr a b"\nshell = true\n'
+def test_shell_true_with_args_is_a_contradiction(write):
+    # args run directly, never through a shell: with shell = true one of them would be ignored.
+    p = one_error(write('[[services]]\nname = "s"\ncommand = "echo $HOME | tr a b"\nshell = true\n'
                         'args = ["x y", "z"]\n'))
-    assert cfg.services[0].argv == ("/bin/sh", "-c", "echo $HOME | tr a b 'x y' z")
+    assert p.render().startswith('services[0] "s": shell: shell = true cannot be used with args (')
+    cfg, _ = load(write('[[services]]\nname = "s"\ncommand = "echo $HOME | tr a b"\nshell = true\n'))
+    assert cfg.services[0].argv == ("/bin/sh", "-c", "echo $HOME | tr a b")
 
 
 def test_command_not_found_in_path_suggests_and_hints(write, tmp_path):
@@ -817,6 +820,8 @@ def test_services_that_fail_shape_still_take_part_in_relations(write):
         'services[0] "web": restat: unknown key (did you mean "restart"?)',
         'services[0] "web": depends_on: unknown service "ngnix" (did you mean "nginx"?)',
         "services[1] \"nginx\": wait_after: expected a number of seconds, got 'x'",
+        'services[1] "nginx": command: "/nonexistent/nginx" does not exist '
+        '(install it in the image or fix the path)',
     ]   # "app" depends on a known (if broken) service: no spurious problem for it
 
 
@@ -921,6 +926,68 @@ def test_restart_delay_max_below_restart_delay_is_a_warning(write):
 
 # ---------------------------------------------------------------- all at once
 
+def test_a_bad_field_hides_no_other_problem_of_its_service(write):
+    path = write("""\
+        [[services]]
+        name = "app"
+        command = "no-such-program-q"
+        restart = "sometimes"
+        user = "no-such-user-q"
+        directory = "/nonexistent-dir-q"
+        pre_script = "/nonexistent/pre.sh"
+        """)
+    assert errors(path, ENV) == [
+        "services[0] \"app\": restart: expected 'no', 'on-failure' or 'always', got 'sometimes'",
+        'services[0] "app": directory: "/nonexistent-dir-q" does not exist (create it in the image or fix the path)',
+        'services[0] "app": command: "no-such-program-q" not found in PATH (use an absolute path or add its '
+        'directory to PATH)',
+        'services[0] "app": pre_script: "/nonexistent/pre.sh" does not exist (install it in the image or fix the path)',
+        'services[0] "app": user: no user "no-such-user-q" on this system (create it in the image with useradd '
+        'no-such-user-q, or use a numeric id)',
+    ]
+
+
+def test_a_bad_name_or_unknown_key_hides_no_other_problem(write):
+    path = write('[[services]]\nname = "my app"\ncommand = "/nonexistent/app"\nrestat = "no"\n')
+    assert errors(path) == [
+        "services[0]: name: 'my app' is not a valid name (use only letters, digits, - and _)",
+        'services[0]: restat: unknown key (did you mean "restart"?)',
+        'services[0]: command: "/nonexistent/app" does not exist (install it in the image or fix the path)',
+    ]
+
+
+def test_a_bad_command_hides_no_other_problem(write):
+    path = write('[[services]]\nname = "app"\ncommand = 5\nuser = "no-such-user-q"\n')
+    assert errors(path) == [
+        'services[0] "app": command: expected a string, got 5',
+        'services[0] "app": user: no user "no-such-user-q" on this system (create it in the image '
+        'with useradd no-such-user-q, or use a numeric id)',
+    ]
+
+
+@pytest.mark.parametrize("key", ["user", "group"])
+def test_a_numeric_id_out_of_range_is_a_problem(write, key):
+    [p] = errors(write(service(f'{key} = "99999999999999999999"\n')))
+    assert p == f'services[0] "s": {key}: {key} id 99999999999999999999 is out of range (ids go up to 4294967294)'
+
+
+@pytest.mark.parametrize("key,value", [("command", '"/bin/sl\\u0000eep"'),
+                                       ("args", '["a\\u0000b"]'),
+                                       ("directory", '"/tm\\u0000p"'),
+                                       ("user", '"ro\\u0000ot"'),
+                                       ("group", '"ro\\u0000ot"'),
+                                       ("pre_script", '"/bin/tr\\u0000ue"'),
+                                       ("log_file", '"/tmp/a\\u0000.log"'),
+                                       ("env_file", '"a\\u0000.env"'),
+                                       ("env", '{ A = "x\\u0000y" }'),
+                                       ("healthcheck", '{ exec = ["/bin/tr\\u0000ue"] }')])
+def test_a_nul_character_is_a_located_problem(write, key, value):
+    body = '[[services]]\nname = "s"\n' + ("" if key == "command" else 'command = "/bin/sleep"\n')
+    found = errors(write(body + f"{key} = {value}\n"))
+    assert len(found) == 1 and found[0].startswith(f'services[0] "s": {key}'), found
+    assert found[0].endswith("contains a NUL character (remove it)"), found
+
+
 def test_all_problems_are_reported_at_once(write):
     path = write("""\
         [timeouts]
@@ -942,9 +1009,12 @@ def test_all_problems_are_reported_at_once(write):
     with pytest.raises(ConfigError) as info:
         load(path)
     rendered = [p.render() for p in info.value.problems if not p.warning]
-    assert len(rendered) == 7, rendered
+    assert len(rendered) == 8, rendered
+    # The bad stop_signal does not hide the missing command of the same service.
+    assert any(r.startswith('services[0] "web": command: "/nonexistent/web" does not exist')
+               for r in rendered), rendered
     text = info.value.render()
-    assert text.startswith(f"entrypoint: {path}: 7 problems, nothing was started:")
+    assert text.startswith(f"entrypoint: {path}: 8 problems, nothing was started:")
     assert info.value.exit_status == 2
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from entrypoint.cli import install as install_mod
 from entrypoint.control import protocol
-from entrypoint.control.client import exit_text, human_duration, render_list
+from entrypoint.cli.render import exit_text, human_duration, render_list
 from entrypoint.control.server import bind_socket, parse_request, refusal
 from entrypoint.errors import EntrypointError
 from entrypoint.control.operations import LogIndex, OperationError, Operations
@@ -252,6 +252,7 @@ def test_install_links_once_and_refuses_strangers(tmp_path, monkeypatch):
 
 def test_client_does_not_load_the_runtime():
     code = ("import sys, entrypoint.cli.main, entrypoint.control.client, entrypoint.control.protocol\n"
+            "import entrypoint.cli.control_commands, entrypoint.cli.render\n"
             "heavy = [m for m in sys.modules if m.split('.')[0] in ('pydantic', 'asyncio', "
             "'subprocess', 'dotenv') or m in ('entrypoint.core.supervisor', 'entrypoint.core.service', "
             "'entrypoint.config.load', 'entrypoint.control.server', 'entrypoint.control.operations')]\n"
@@ -261,3 +262,16 @@ def test_client_does_not_load_the_runtime():
                           env={**os.environ, "PYTHONPATH": root}, timeout=30)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_exec_identity_never_exceeds_the_runner():
+    from entrypoint.cli.control_commands import exec_identity
+
+    claims_root = {"uid": 0, "gid": 0, "groups": [0]}
+    # A runner that is not root: its own identity, whatever it claims.
+    assert exec_identity(claims_root, 1000, 1000, [1000, 27]) == (1000, 1000, [1000, 27])
+    # A root runner may run a service as anyone: its word goes.
+    assert exec_identity({"uid": 33, "gid": 33, "groups": [33, 4]}, 0, 0, [0]) == (33, 33, [33, 4])
+    assert exec_identity(claims_root, 0, 0, [0]) == (0, 0, [0])
+    # A runner that does not say: the service runs as the runner.
+    assert exec_identity({"uid": None, "gid": None}, 0, 0, [0, 1]) == (0, 0, [0, 1])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 
 import pytest
 
@@ -105,3 +106,59 @@ def test_everything_buffered_is_fed_as_one_block():
 
     printer = asyncio.run(scenario())
     assert printer.lines == [b"line %06d" % i for i in range(20000)]
+
+
+def test_a_full_stdout_pauses_reading_and_never_cuts_a_line():
+    # Back-pressure (issue 7): while stdout's queue is full the service's pipe is not read,
+    # so the service blocks; the line half-read when the pause began is not flushed as if
+    # the service had gone quiet, and once the reader resumes every line is whole.
+    from entrypoint.output.printer import Printer
+    from entrypoint.output.writer import StdoutWriter
+
+    lines = [b"line %05d %s\n" % (i, b"w" * (i % 97)) for i in range(40000)]   # ~2.3 MB
+
+    async def scenario() -> bytes:
+        loop = asyncio.get_running_loop()
+        out_r, out_w = os.pipe()            # the runner's stdout, read late
+        src_r, src_w = os.pipe()            # the service's pipe
+        os.set_blocking(src_r, False)
+        os.set_blocking(src_w, False)
+        writer = StdoutWriter(out_w, high_water=50_000)
+        writer.attach(loop)
+        printer = Printer(writer=writer)
+        printer.set_names(["svc"])
+        drain = Drain(loop, {"stdout": src_r}, {"stdout": StreamOutput(printer, "svc")})
+        data = memoryview(b"".join(lines))
+        for _ in range(100):                # write what fits, as a blocked service would
+            try:
+                data = data[os.write(src_w, data):]
+            except BlockingIOError:
+                pass
+            await asyncio.sleep(0.01)
+        assert data, "the service never blocked: nothing paused the drain"
+        assert writer.queued < 50_000 + 70_000 and writer.dropped == 0
+        got = []
+        reader = threading.Thread(target=lambda: got.append(_read_to_eof(out_r)), daemon=True)
+        reader.start()
+        while data:
+            try:
+                data = data[os.write(src_w, data):]
+            except BlockingIOError:
+                await asyncio.sleep(0.005)
+        os.close(src_w)
+        await asyncio.wait_for(drain.done, 10)
+        await writer.finish()
+        os.close(out_w)
+        reader.join(10)
+        assert writer.dropped == 0
+        return got[0]
+
+    out = asyncio.run(scenario())
+    assert out == b"".join(b"svc        | " + line for line in lines)
+
+
+def _read_to_eof(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)

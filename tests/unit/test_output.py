@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import fcntl
+import asyncio
 import json
 import os
 import re
@@ -16,7 +16,7 @@ from entrypoint.cli.table import format_table
 from entrypoint.output.logfile import RotatingLog
 from entrypoint.output.printer import PALETTE, RUNNER_COLOR, Printer, color_for, use_color
 from entrypoint.output.ring import LogRing
-from entrypoint.output.stream import MAX_PARTIAL, StreamOutput
+from entrypoint.output.stream import CUT_MARK, MAX_LINE, StreamOutput, cut_long_lines
 
 pytestmark = pytest.mark.timeout(30)
 TS = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
@@ -34,12 +34,30 @@ def pipe():
 
 
 def read_all(r: int, w: int) -> bytes:
-    """Close the write end and read everything that was written."""
+    """Close the write end and read everything that was written.
+
+    Small writes to an empty pipe go out at once; the printer's private write end stays
+    open, so read until the pipe is empty rather than until EOF.
+    """
     os.close(w)
+    os.set_blocking(r, False)
     chunks = []
-    while chunk := os.read(r, 1 << 16):
-        chunks.append(chunk)
+    try:
+        while chunk := os.read(r, 1 << 16):
+            chunks.append(chunk)
+    except BlockingIOError:
+        pass
     return b"".join(chunks)
+
+
+def in_loop(printer: Printer, feed) -> None:
+    """Call `feed()` with `printer` writing from a loop, then flush and close it."""
+    async def main():
+        printer.writer.attach(asyncio.get_running_loop())
+        feed()
+        await printer.writer.finish()
+        assert printer.dropped == 0
+    asyncio.run(main())
 
 
 class Drainer(threading.Thread):
@@ -224,50 +242,6 @@ def test_other_write_errors_drop_the_block_only():
         os.close(fd)
 
 
-def test_nonblocking_full_pipe_loses_nothing(pipe):
-    r, w = pipe
-    os.set_blocking(w, False)
-    fcntl.fcntl(w, 1031, 4096)      # F_SETPIPE_SZ: a small pipe fills at once
-    p = Printer(w)
-    expected = []
-    blocks = []
-    for i in range(2000):
-        block = b"".join(b"line %d.%d %s\n" % (i, j, b"x" * (j * 7)) for j in range(10))
-        blocks.append(block)
-        expected += [b"web        | " + line for line in block.splitlines(keepends=True)]
-    # the pipe is full long before the reader starts; small reads force partial writes
-    drainer = Drainer(r, delay=0.3, size=1000)
-    drainer.start()
-    for block in blocks:
-        p.write_lines("web", "stdout", block)
-    os.close(w)
-    drainer.join(20)
-    assert drainer.data == b"".join(expected)
-    assert p.dropped == 0 and not p.gone
-
-
-def test_stalled_reader_does_not_block_forever(pipe):
-    r, w = pipe
-    os.set_blocking(w, False)
-    p = Printer(w, stall_timeout=0.05)
-    block = b"y" * 999 + b"\n"
-    for _ in range(300):            # 300 KB into a 64 KiB pipe nobody reads
-        p.write_lines("web", "stdout", block)
-    assert p.dropped > 0 and not p.gone
-    drainer = Drainer(r)
-    drainer.start()
-    while p._stalled:               # the next write that finds room goes through
-        p.write_lines("web", "stdout", b"after\n")
-    p.write_lines("web", "stdout", b"final\n")
-    os.close(w)
-    drainer.join(10)
-    lines = drainer.data.split(b"\n")
-    assert lines.pop() == b""
-    assert lines[-1] == b"web        | final"
-    for line in lines:              # a line cut by the stall is ended, never glued to another
-        assert line.count(b"|") <= 1
-
-
 # --- stream output -------------------------------------------------------------------------
 
 def make_stream(w, **kw):
@@ -306,27 +280,65 @@ def test_crlf_normalised_even_split_across_chunks(pipe):
                               b"svc        | e\nsvc        | f\nsvc        | \n")
 
 
-def test_64k_cap_on_partial_line(pipe):
+def test_a_line_of_up_to_1_mib_is_never_cut(pipe):
+    # Regression: a partial line was flushed at 64 KiB, so 100 KB lines came out in two.
     r, w = pipe
     s, ring = make_stream(w)
     drainer = Drainer(r)
     drainer.start()
-    s.feed(b"start\n" + b"x" * 40000)
-    s.feed(b"x" * 40000)            # pending passes 64 KiB: emitted as its own line
-    assert not s.has_partial
-    s.feed(b"z" * 10)
-    assert s.has_partial and len(s._pending) == 10
-    for _ in range(100):            # megabytes without newline: memory stays bounded
-        s.feed(b"q" * 10000)
-        assert len(s._pending) <= MAX_PARTIAL
-    s.close()
+
+    def feed():
+        for size in (100_000, MAX_LINE):
+            line = b"%d:" % size + b"x" * (size - len(b"%d:" % size))
+            for i in range(0, size, 4096):         # a PTY hands it over 4 KiB at a time
+                s.feed(line[i:i + 4096])
+            s.feed(b"\r\n")
+        s.close()
+    in_loop(s.printer, feed)
     os.close(w)
     drainer.join(10)
     lines = drainer.data.split(b"\n")[:-1]
-    assert lines[0] == b"svc        | start"
-    assert lines[1] == b"svc        | " + b"x" * 80000
-    assert all(line.startswith(b"svc        | ") for line in lines)
-    assert sum(len(line) - 13 for line in lines[2:]) == 10 + 100 * 10000
+    assert [len(line) - 13 for line in lines] == [100_000, MAX_LINE]
+    assert not any(line.endswith(CUT_MARK) for line in lines)
+
+
+def test_a_longer_line_is_cut_at_1_mib_and_marked(pipe):
+    r, w = pipe
+    s, ring = make_stream(w)
+    drainer = Drainer(r)
+    drainer.start()
+
+    def feed():
+        s.feed(b"start\n" + b"x" * 40000)
+        for _ in range(300):            # 3 MB without a newline: memory stays bounded
+            s.feed(b"q" * 10000)
+            assert len(s._pending) <= MAX_LINE
+        s.feed(b"end\n")
+        s.close()
+    in_loop(s.printer, feed)
+    os.close(w)
+    drainer.join(10)
+    lines = [line[13:] for line in drainer.data.split(b"\n")[:-1]]
+    assert lines[0] == b"start"
+    assert [len(line) for line in lines[1:]] == [MAX_LINE + len(CUT_MARK)] * 2 + [
+        40000 + 3_000_000 + 3 - 2 * MAX_LINE]
+    assert lines[1].endswith(CUT_MARK) and lines[2].endswith(CUT_MARK)
+    assert b"".join(line.removesuffix(CUT_MARK) for line in lines[1:]) == (
+        b"x" * 40000 + b"q" * 3_000_000 + b"end")
+
+
+def test_cut_long_lines_is_the_same_in_one_block_or_many():
+    text = b"a\n" + b"y" * (MAX_LINE + 10) + b"\n" + b"b" * MAX_LINE + b"\r"
+    once = cut_long_lines(text)
+    assert once == (b"a\n" + b"y" * MAX_LINE + CUT_MARK + b"\n" + b"y" * 10 + b"\n"
+                    + b"b" * MAX_LINE + b"\r")    # the final \r is half of a \r\n: no cut
+    assert cut_long_lines(b"short\n") == b"short\n"
+    # a cut never splits a UTF-8 character
+    euro = "\u20ac".encode()
+    cut = cut_long_lines(b"z" + euro * (MAX_LINE // 3 + 5) + b"\n")
+    first = cut.split(b"\n")[0]
+    first.removesuffix(CUT_MARK).decode()       # would raise on a split character
+    assert len(first) - len(CUT_MARK) <= MAX_LINE
 
 
 def test_log_file_and_ring_get_raw_lines(pipe, tmp_path):
@@ -441,9 +453,8 @@ def test_ring_tail_and_eviction():
     ring.append(b"3\n")
     ring.append(b"4\n5\n6\n")
     assert ring.tail(2) == ["5", "6"]
-    assert ring.tail(100) == ["1", "2", "3", "4", "5", "6"]    # 6 - 2 < 5: nothing dropped
+    assert ring.tail(100) == ["2", "3", "4", "5", "6"]      # "1" cut out of its block
     ring.append(b"7\n8\n")
-    # blocks [3],[4 5 6],[7 8] = 6 lines; dropping [3] would leave 5 >= 5: dropped
     assert len(ring) == 5
     assert ring.tail() == ["4", "5", "6", "7", "8"]
     assert ring.tail(0) == []
@@ -451,15 +462,34 @@ def test_ring_tail_and_eviction():
     assert ring.tail(1) == ["x\ufffd"]
 
 
-def test_ring_keeps_at_least_max_lines():
+def test_ring_keeps_max_lines_even_of_one_burst():
+    # Regression: a block was never split, so `--log-lines 10` kept 5,000 lines of a burst.
     ring = LogRing(3)
     for i in range(50):
         ring.append(b"%d\n" % i)
         assert len(ring) == min(i + 1, 3)
     assert ring.tail(10) == ["47", "48", "49"]
-    big = LogRing(2)
-    big.append(b"a\nb\nc\nd\n")     # a single block is never split
-    assert big.tail(2) == ["c", "d"]
+    big = LogRing(10)
+    big.append(b"".join(b"%d\n" % i for i in range(5000)))
+    assert len(big) == 10 and big.tail() == [str(i) for i in range(4990, 5000)]
+    big.append(b"".join(b"n%d\n" % i for i in range(4)))
+    assert big.tail() == [str(i) for i in range(4994, 5000)] + ["n0", "n1", "n2", "n3"]
+
+
+def test_ring_is_bounded_in_bytes():
+    # Regression: 1,000 lines of 100 KB held the runner at 125 MB.
+    ring = LogRing(1000, max_bytes=1_000_000)
+    for i in range(300):
+        ring.append(b"%04d" % i + b"x" * 99_995 + b"\n")     # 100 KB lines, one per block
+    assert ring._bytes <= 1_000_000 and len(ring) == 10
+    assert ring.tail()[0].startswith("0290") and ring.tail()[-1].startswith("0299")
+    ring.append(b"".join(b"%04d" % i + b"y" * 49_995 + b"\n" for i in range(100)))
+    assert ring._bytes <= 1_000_000 and len(ring) == 20     # one burst, cut at the front
+    assert ring.tail()[0].startswith("0080") and ring.tail()[-1].startswith("0099")
+    huge = b"z" * 3_000_000 + b"\n"
+    ring.append(huge)                   # the newest line is kept, even alone over the bound
+    assert ring.tail() == ["z" * 3_000_000] and ring._bytes == len(huge)
+    assert LogRing().max_bytes == 1 << 20                   # the default bound
 
 
 def test_ring_subscribe_unsubscribe():
@@ -521,12 +551,15 @@ def test_throughput_sanity_many_services(pipe):
         payloads[n] = [data[i:i + 65536] for i in range(0, len(data), 65536)]
     drainer = Drainer(r)
     drainer.start()
-    for k in range(max(map(len, payloads.values()))):
-        for n in names:
-            if k < len(payloads[n]):
-                streams[n].feed(payloads[n][k])
-    for s in streams.values():
-        s.close()
+
+    def feed():
+        for k in range(max(map(len, payloads.values()))):
+            for n in names:
+                if k < len(payloads[n]):
+                    streams[n].feed(payloads[n][k])
+        for s in streams.values():
+            s.close()
+    in_loop(p, feed)
     os.close(w)
     drainer.join(20)
     plain = re.sub(rb"\x1b\[[0-9;]*m", b"", drainer.data)

@@ -1,0 +1,92 @@
+"""Rendering of the runner's replies for people: the `list` table and `status` details.
+
+Also used by the runner for its SIGUSR1 report. Standard library only (the client path).
+"""
+
+from __future__ import annotations
+
+import time
+
+from entrypoint.cli.table import format_table
+
+
+def human_duration(seconds: float | None) -> str:
+    """`3s`, `2m05s`, `1h02m`, `3d04h`; `-` for None."""
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def exit_text(exit: dict | None) -> str:
+    """The EXIT column: the code, `SIGKILL` for a signal, `-` when it never exited."""
+    if not exit:
+        return "-"
+    if exit.get("signal"):
+        text = exit.get("text", "")
+        return text.removeprefix("killed by ") if text.startswith("killed by ") else f"signal {exit['signal']}"
+    return str(exit.get("code"))
+
+
+def render_list(services: list[dict]) -> str:
+    rows = [[s["name"], s["state"], s["health"], s["pid"] if s["pid"] is not None else "-",
+             human_duration(s.get("uptime")), s.get("restarts", 0), exit_text(s.get("exit"))]
+            for s in services]
+    return format_table(["NAME", "STATE", "HEALTH", "PID", "UPTIME", "RESTARTS", "EXIT"], rows)
+
+
+def _clock(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def render_status(s: dict) -> str:
+    head = f"{s['name']}: {s['state']}"
+    if s.get("health") not in (None, "-"):
+        head += f" ({s['health']})"
+    if s.get("pid") is not None:
+        head += f", pid {s['pid']}, up {human_duration(s.get('uptime'))}"
+    if not s.get("enabled", True):
+        head += " (enabled = false)"
+    lines = [head]
+
+    def field(label: str, value) -> None:
+        lines.append(f"  {label + ':':<13}{value}")
+
+    field("command", " ".join(s.get("command", [])))
+    who = s.get("user") or "(the runner's)"
+    if s.get("group"):
+        who += f", group {s['group']}"
+    field("user", who)
+    if s.get("directory"):
+        field("directory", s["directory"])
+    if s.get("depends_on"):
+        field("depends on", ", ".join(f"{d} ({c})" for d, c in s["depends_on"]))
+    kind = "oneshot" if s.get("oneshot") else f"restart = {s.get('restart', '?')}"
+    field("policy", kind + (", required" if s.get("required") else ""))
+    field("restarts", s.get("restarts", 0))
+    exit = s.get("exit")
+    field("last exit", exit["text"] if exit else "-")
+    if s.get("error"):
+        field("last error", s["error"])
+    check = s.get("healthcheck")
+    if check:
+        target = check["target"] if isinstance(check["target"], str) else " ".join(check["target"])
+        field("healthcheck", f"{check['kind']} {target}, every {check['interval']:g}s, "
+                             f"{check['retries']} retries")
+        last = s.get("last_check")
+        if last:
+            result = "ok" if last["ok"] else "failed"
+            output = (last.get("output") or "").strip().replace("\n", " | ")
+            field("last check", f"{result} {human_duration(time.time() - last['at'])} ago"
+                                + (f": {output[:200]}" if output else ""))
+    lines.append("  history:")
+    for h in s.get("history", []):
+        reason = f"  {h['reason']}" if h.get("reason") else ""
+        lines.append(f"    {_clock(h['at'])}  {h['state']:<9}{reason}".rstrip())
+    return "\n".join(lines)
