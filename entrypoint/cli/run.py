@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 
+from entrypoint.errors import EntrypointError
 from entrypoint.config.spec import Config
 from entrypoint.cli.options import RunOptions
 
