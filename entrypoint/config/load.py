@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from entrypoint.config import graph
-from entrypoint.errors import ConfigError, Problem, UsageError
+from entrypoint.errors import ConfigError, Problem
 from entrypoint.config.interpolate import interpolate_tree
 from entrypoint.config.resolve import read_dotenv, service_spec
 from entrypoint.config.schema import NAME_RE, ServiceModel, TimeoutsModel, depends_on_pairs, from_pydantic, show, suggest_key
