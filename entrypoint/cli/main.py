@@ -15,7 +15,7 @@ from entrypoint import __version__
 from entrypoint.errors import EXIT_USAGE, EntrypointError, UsageError
 
 CONTROL_COMMANDS = ("list", "status", "start", "stop", "restart", "logs", "reload",
-                    "shutdown", "health", "exec")
+                    "shutdown", "health", "exec", "events", "wait")
 SUBCOMMANDS = ("run", "check", "install", "version", *CONTROL_COMMANDS)
 
 # Options of `run` that take a value, with the environment variable of each (CONTRACT §1).
@@ -111,6 +111,8 @@ usage:
   entrypoint list | status [NAME] | health     ask the running entrypoint
   entrypoint start|stop|restart NAME...
   entrypoint logs [NAME...] [-f] [-n LINES]
+  entrypoint events [NAME...] [--json]        every state change as it happens
+  entrypoint wait NAME... [--for COND] [--timeout S]
   entrypoint reload | shutdown | install | version
   entrypoint exec NAME -- CMD [ARGS...]       run CMD as that service would run
 

@@ -57,6 +57,7 @@ class ControlServer:
             self._server.close()
         for ended in list(self._followers):
             ended.set()
+        self.ops.events.close()
         if self._connections:
             await asyncio.wait(list(self._connections), timeout=1.0)
         for task in list(self._connections):
@@ -130,6 +131,9 @@ class ControlServer:
             if request["op"] == "logs" and request["args"].get("follow"):
                 await self._follow(request, reader, writer)
                 return
+            if request["op"] == "events":
+                await self._events(request, reader, writer)
+                return
             await self._send(writer, await self.answer(request, origin=_origin(uid)))
             if reader.at_eof():
                 return
@@ -202,6 +206,39 @@ class ControlServer:
             closed.cancel()
 
 
+    async def _events(self, request: dict, reader, writer) -> None:
+        """`events`: the snapshot, then one line per state or health change, until either
+        side ends. A peer that falls behind gets a `fell_behind` line and a new snapshot."""
+        reply = await self.answer(request)
+        if not reply["ok"]:
+            await self._send(writer, reply)
+            return
+        names = request["args"].get("names") or None
+        subscriber = self.ops.events.subscribe(names)
+        closed = asyncio.ensure_future(reader.read(1))      # the peer hung up (or sent junk)
+        try:
+            await self._send(writer, reply)
+            while not closed.done():
+                batch = asyncio.ensure_future(subscriber.get())
+                await asyncio.wait([batch, closed], return_when=asyncio.FIRST_COMPLETED)
+                if not batch.done():
+                    batch.cancel()
+                    break
+                events, dropped = batch.result()
+                if not events and subscriber.ended:
+                    await self._send(writer, {"v": VERSION, "event": "end",
+                                              "reason": "the runner is exiting"})
+                    break
+                if dropped:
+                    writer.write(encode({"v": VERSION, "event": "fell_behind", "dropped": dropped,
+                                         "services": self.ops.events.snapshot(names)}))
+                writer.write(b"".join(encode({"v": VERSION, "event": "state", **e}) for e in events))
+                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+        finally:
+            self.ops.events.unsubscribe(subscriber)
+            closed.cancel()
+
+
 @functools.lru_cache(maxsize=16)
 def _origin(uid: int) -> str:
     """Who asked, for the runner's log: `root (uid 0) via control socket`.
@@ -271,6 +308,7 @@ def attach(supervisor, args) -> None:
         try:
             # Once per loop iteration, not per change: a start or stop of N services makes
             # N changes, and each summary walks all N (quadratic; profiled at 50 services).
+            ops.events.on_change(service)
             title.update_soon(supervisor)
             ops.index.ensure(service.name, supervisor.rings.get(service.name))
         except Exception:       # cosmetics and bookkeeping must never break supervision
