@@ -16,7 +16,7 @@ from entrypoint.errors import EXIT_USAGE, EntrypointError, UsageError
 
 CONTROL_COMMANDS = ("list", "status", "start", "stop", "restart", "logs", "reload",
                     "shutdown", "health", "exec", "events", "wait")
-SUBCOMMANDS = ("run", "check", "install", "version", *CONTROL_COMMANDS)
+SUBCOMMANDS = ("run", "check", "install", "version", "web", *CONTROL_COMMANDS)
 
 # Options of `run` that take a value, with the environment variable of each (CONTRACT §1).
 RUN_VALUE_OPTIONS = {
@@ -115,6 +115,7 @@ usage:
   entrypoint wait NAME... [--for COND] [--timeout S]
   entrypoint reload | shutdown | install | version
   entrypoint exec NAME -- CMD [ARGS...]       run CMD as that service would run
+  entrypoint web [--socket PATH] [--listen ADDR]   HTTP API and dashboard (entrypoint[web])
 
 `entrypoint COMMAND --help` tells more. Exit status: 0 ok, 1 failure, 2 invalid config or
 usage, 3 no running entrypoint reachable; with a CMD, the CMD's status.
@@ -143,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         if command == "install":
             from entrypoint.cli.install import cmd_install
             return cmd_install(rest)
+        if command == "web":        # the HTTP face, in this process (never in the runner)
+            from entrypoint.web.server import main as web_main
+            return web_main(rest)
         from entrypoint.cli import control_commands
         return control_commands.main(command, rest)
     except EntrypointError as exc:

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from entrypoint.config import graph
+from entrypoint.config import graph, web
 from entrypoint.errors import ConfigError, Problem, UsageError
 from entrypoint.config.interpolate import interpolate_tree
 from entrypoint.config.schema import NAME_RE, ServiceModel, TimeoutsModel, depends_on_pairs, from_pydantic, show, suggest_key
@@ -146,9 +146,8 @@ def _service_index(problem: Problem) -> int:
 def _build(raw: dict[str, Any], path: str, environ: Mapping[str, str], problems: list[Problem]) -> Config:
     base = os.path.dirname(os.path.abspath(path))
     for key in raw:
-        if key not in ("timeouts", "services"):
-            hint = suggest_key(key, ["timeouts", "services"]) or "only [timeouts] and [[services]] are read"
-            problems.append(Problem(key, "unknown top-level key", hint))
+        if key not in ("timeouts", "services", "web"):
+            problems.append(web.unknown_top_level(key, ["timeouts", "services", "web"]))
     timeouts = Timeouts()
     if not isinstance(raw.get("timeouts", {}), dict):
         problems.append(Problem("timeouts", f"expected a table, got {show(raw['timeouts'])}", "write [timeouts]"))
@@ -200,6 +199,9 @@ def _build(raw: dict[str, Any], path: str, environ: Mapping[str, str], problems:
         deps = _resolve_deps(model, where, by_name, problems)
         specs.append(_service(model, where, deps, base, environ, problems))
     _shutdown_warnings(specs, timeouts, problems, cyclic=bool(graph_problems))
+    web_spec = web.web_service(raw.get("web"), environ, base, problems, set(first_index))
+    if web_spec is not None:    # the HTTP face: a service of its own, never in the runner
+        specs.append(web_spec)
     return Config(source=path, services=tuple(specs), timeouts=timeouts, procfile=False)
 
 

@@ -25,7 +25,7 @@ MAX_LOG_LINES = 100_000
 # started (supervisord's `startsecs`), so that a crash right after the exec is reported.
 SETTLE = 1.0
 OPERATIONS = ("list", "status", "start", "stop", "restart", "logs", "shutdown", "health",
-              "reload", "exec_spec", "version", "events", "wait")
+              "reload", "exec_spec", "version", "events", "wait", "config")
 
 
 class OperationError(Exception):
@@ -137,6 +137,9 @@ class Operations:
             names = _names(args)
             self.services(names)
             return {"services": self.events.snapshot(names)}
+        if op == "config":
+            from entrypoint.control.config_view import config_view
+            return config_view(self.sup.config)
         if op == "wait":
             return await self.wait(_names(args), args.get("for"), args.get("timeout"))
         known = ", ".join(OPERATIONS)
