@@ -67,10 +67,31 @@ def create_app(socket_path: str, auth: Auth) -> Starlette:
 
     # -- JSON API -----------------------------------------------------------------------
 
+    flight: dict[str, asyncio.Future] = {}
+
+    async def shared_list():
+        """`list` once for every request that arrives while one is under way: 50 clients
+        polling cost the runner one request at a time, and the JSON is encoded once."""
+        future = flight.get("list")
+        if future is not None:
+            return await asyncio.shield(future)
+        future = flight["list"] = asyncio.get_running_loop().create_future()
+        try:
+            result = await ask("list")
+            future.set_result(result if isinstance(result, Response)
+                              else Response(json.dumps(result, separators=(",", ":")),
+                                            media_type="application/json"))
+        except Exception as exc:
+            future.set_exception(exc)
+        finally:
+            del flight["list"]
+        return future.result()
+
     async def services(req: Request):
         guard(req)
-        result = await ask("list")
-        return result if isinstance(result, Response) else JSONResponse(result)
+        response = await shared_list()
+        return Response(response.body, status_code=response.status_code,
+                        media_type="application/json")
 
     async def service(req: Request):
         guard(req)
