@@ -99,6 +99,10 @@ def web_service(raw: Any, environ: Mapping[str, str], base: str,
                                 "the web face runs under that name: rename the service"))
     if len(problems) > found:
         return None
+    if not web_extra_installed():
+        problems.append(Problem("web", "the HTTP face needs its extra, which is not installed: "
+                                "it stays off", "pip install 'entrypoint[web]'", warning=True))
+        return None
     env = {"ENTRYPOINT_WEB_LISTEN": model.listen}
     for key, value in (("ENTRYPOINT_WEB_TOKEN", token), ("ENTRYPOINT_WEB_TOKEN_FILE", token_file),
                        ("ENTRYPOINT_WEB_READ_TOKEN", model.read_token),
@@ -111,6 +115,13 @@ def web_service(raw: Any, environ: Mapping[str, str], base: str,
                                                "--from-runner"),
                        restart="always", tty=False, env=tuple(env.items()),
                        directory="/", restart_limit=1000, stable_after=5.0)
+
+
+def web_extra_installed() -> bool:
+    """starlette and uvicorn importable, found without importing them (the runner never does)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("starlette", "uvicorn"))
 
 
 def unknown_top_level(key: str, known: list[str]) -> Problem:

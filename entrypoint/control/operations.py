@@ -16,6 +16,8 @@ from entrypoint import __version__
 from entrypoint.config.graph import did_you_mean
 from entrypoint.control.events import CONDITIONS, EventHub, wait_for
 from entrypoint.control.resources import ResourceMeter
+
+WEB_SERVICE = "entrypoint-web"      # config/web.py's name (not imported: it needs pydantic)
 from entrypoint.output.ring import LogRing
 from entrypoint.core.service import Service
 from entrypoint.core.state import State
@@ -209,7 +211,7 @@ class Operations:
             problems.append("the runner is shutting down")
         for service in self.sup.services.values():
             spec = service.spec
-            if not spec.enabled:
+            if not spec.enabled or spec.name == WEB_SERVICE:   # the HTTP face is not the app
                 continue
             if spec.oneshot:
                 if service.state != State.COMPLETED:
