@@ -212,6 +212,9 @@ def test_a_reader_that_never_reads_does_not_slow_the_runner(stack, sock):
         stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stuck.connect(sock)
         stuck.sendall(b'{"v":1,"op":"events","args":{}}\n')
+        first = json.loads(stuck.makefile("rb").readline())
+        assert first["ok"] and "web" in {e["service"] for e in first["result"]["services"]}
+        # ...and from here on it reads nothing, while changes pile up for it.
         for _ in range(3):
             began = time.monotonic()
             assert ctl(sock, "restart", "web").returncode == 0
