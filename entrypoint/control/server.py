@@ -134,7 +134,11 @@ class ControlServer:
             if request["op"] == "events":
                 await self._events(request, reader, writer)
                 return
-            await self._send(writer, await self.answer(request, origin=_origin(uid)))
+            origin = _origin(uid)
+            via = request["args"].get("via")
+            if isinstance(via, str) and via:    # a face on whose behalf it asks (HTTP)
+                origin += f", for {via[:120]}"
+            await self._send(writer, await self.answer(request, origin=origin))
             if reader.at_eof():
                 return
 

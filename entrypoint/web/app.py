@@ -65,6 +65,13 @@ def create_app(socket_path: str, auth: Auth) -> Starlette:
         origin = f"{req.url.scheme}://{req.headers.get('host', '')}"
         return auth.check(req.method, req.headers, req.cookies, origin)
 
+    def via(req: Request) -> str:
+        """Who asked, for the runner's log: never a credential, only its kind."""
+        _, how = auth.role(req.headers, req.cookies)
+        client = req.client.host if req.client else "?"
+        return f"HTTP client {client}" + ({"bearer": " (bearer token)", "cookie": " (session)"}
+                                         .get(how, ""))
+
     # -- JSON API -----------------------------------------------------------------------
 
     flight: dict[str, asyncio.Future] = {}
@@ -124,7 +131,7 @@ def create_app(socket_path: str, auth: Auth) -> Starlette:
         name, what = req.path_params["name"], req.path_params["action"]
         if what not in ACTIONS:
             return error(404, f"unknown action {what!r}; actions: {', '.join(ACTIONS)}")
-        result = await ask(what, names=[name])
+        result = await ask(what, names=[name], via=via(req))
         return result if isinstance(result, Response) else JSONResponse(result)
 
     async def action_all(req: Request):
@@ -139,12 +146,12 @@ def create_app(socket_path: str, auth: Auth) -> Starlette:
                  and (what != "start" or s["enabled"])]
         if not names:
             return JSONResponse({"services": []})
-        result = await ask(what, names=names)
+        result = await ask(what, names=names, via=via(req))
         return result if isinstance(result, Response) else JSONResponse(result)
 
     async def reload(req: Request):
         guard(req)
-        result = await ask("reload")
+        result = await ask("reload", via=via(req))
         return result if isinstance(result, Response) else JSONResponse(result)
 
     async def config(req: Request):

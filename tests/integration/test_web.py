@@ -224,6 +224,7 @@ def test_bearer_tokens_and_roles(secured, sock):
     assert services(sock)["app"]["pid"] == before
     assert http(base, "/api/v1/services/app/restart", "POST", headers=bearer(TOKEN)).status == 200
     assert services(sock)["app"]["pid"] != before
+    runner.wait_for(r"app: restart requested by .* for HTTP client 127\.0\.0\.1 \(bearer token\)")
     assert TOKEN not in runner.output + runner.stderr and READ not in runner.output
     assert TOKEN not in ctl(sock, "status", "entrypoint-web").stdout
 
