@@ -14,7 +14,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration"))
 
-from conftest import ROOT, wait_until  # noqa: E402
 from control_helpers import ctl, services  # noqa: E402
 from web_helpers import have_web, web_stack  # noqa: E402
 
@@ -79,7 +78,8 @@ def browser():
             b.close()
 
 
-def test_cards_restart_logs_and_a_crash_notice(run_entrypoint, write_config, sock, browser):
+def test_cards_restart_logs_and_a_crash_notice(run_entrypoint, write_config, sock, browser,
+                                               tmp_path):
     runner, base = web_stack(run_entrypoint, write_config, sock, STACK)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(base + "/")
@@ -110,7 +110,9 @@ def test_cards_restart_logs_and_a_crash_notice(run_entrypoint, write_config, soc
     page.fill("#log-filter", "")
 
     # A crash shows as a notice and on its card within a second or so.
-    page.screenshot(path=str(ROOT / "docs" / "dashboard.png"))
+    shot = tmp_path / "dashboard.png"      # docs/dashboard.png: scripts/screenshot_dashboard.py
+    page.screenshot(path=str(shot))
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     flaky_pid = services(sock)["flaky"]["pid"]
     os.kill(flaky_pid, 9)
     expect(page.locator(".notice.error").filter(has_text="flaky")).to_be_visible(timeout=3000)
