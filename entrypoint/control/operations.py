@@ -171,7 +171,11 @@ class Operations:
                 "cmd": sup.cmd, "cmd_pid": sup.cmd_pid}
 
     def list(self) -> dict:
-        return {"services": self.meter.annotate(self.sup.snapshot()), "runner": self.runner()}
+        snapshots = self.meter.annotate(self.sup.snapshot())
+        for snap in snapshots:
+            ring = self.sup.rings.get(snap["name"])
+            snap["log_lines_total"] = ring.total if ring is not None else 0
+        return {"services": snapshots, "runner": self.runner()}
 
     def status(self, names: list[str]) -> dict:
         result = []

@@ -23,6 +23,7 @@ class LogRing:
         # (arrival time, arrival number, block, line count)
         self._blocks: deque[tuple[float, int, bytes, int]] = deque()
         self._lines = 0
+        self.total = 0          # lines ever appended (the metrics' log_lines_total)
         self._subscribers: list[Callable[[bytes], None]] = []
 
     def __len__(self) -> int:
@@ -34,6 +35,7 @@ class LogRing:
             count = block.count(b"\n")
         self._blocks.append((time.time(), next(_arrivals), block, count))
         self._lines += count
+        self.total += count
         while len(self._blocks) > 1 and self._lines - self._blocks[0][3] >= self.max_lines:
             self._lines -= self._blocks.popleft()[3]
         for callback in list(self._subscribers):

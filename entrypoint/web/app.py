@@ -182,7 +182,7 @@ def create_app(socket_path: str, auth: Auth) -> Starlette:
         client = Client(logs)
         last = req.headers.get("last-event-id") or req.query_params.get("last_event_id")
         missed = hub.since(last, client) if last else None
-        hub.clients.add(client)
+        hub.add(client)
 
         def frame(item) -> str:
             event_id, kind, _, data = item
@@ -194,6 +194,11 @@ def create_app(socket_path: str, auth: Auth) -> Starlette:
 
         async def body():
             try:
+                if logs is not None:    # lines from now on: once the runner streams them
+                    try:
+                        await asyncio.wait_for(hub.logs_ready.wait(), 2.0)
+                    except asyncio.TimeoutError:
+                        pass
                 yield "retry: 1000\n\n" + ("".join(map(frame, missed)) if missed is not None
                                            else snapshot())
                 while True:
@@ -213,7 +218,7 @@ def create_app(socket_path: str, auth: Auth) -> Starlette:
                     client.queue.clear()
                     yield "".join(map(frame, items))
             finally:
-                hub.clients.discard(client)
+                hub.remove(client)
 
         return StreamingResponse(body(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
@@ -225,7 +230,7 @@ def create_app(socket_path: str, auth: Auth) -> Starlette:
         result = await ask("list")
         if isinstance(result, Response):
             return result
-        text = metrics.render(result["services"], hub.log_lines, __version__)
+        text = metrics.render(result["services"], __version__)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def login(req: Request):

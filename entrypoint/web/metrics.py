@@ -18,7 +18,7 @@ FAMILIES = [
     ("service_memory_rss_bytes", "gauge", "Resident memory of the service's process group."),
     ("job_runs_total", "counter", "Finished runs of a job, by result."),
     ("job_last_success_timestamp_seconds", "gauge", "Unix time a job's last run succeeded."),
-    ("log_lines_total", "counter", "Lines of output seen since the web face started."),
+    ("log_lines_total", "counter", "Lines of output of the service since the runner started."),
     ("build_info", "gauge", "The entrypoint version."),
 ]
 
@@ -31,8 +31,7 @@ def _num(value) -> str:
     return repr(float(value)) if isinstance(value, float) else str(int(value))
 
 
-def render(services: list[dict], log_lines: dict[str, int], version: str,
-           now: float | None = None) -> str:
+def render(services: list[dict], version: str, now: float | None = None) -> str:
     now = time.time() if now is None else now
     samples: dict[str, list[str]] = {name: [] for name, _, _ in FAMILIES}
 
@@ -59,7 +58,7 @@ def render(services: list[dict], log_lines: dict[str, int], version: str,
             add("job_runs_total", name, count, result=result)
         if s.get("last_success") is not None:
             add("job_last_success_timestamp_seconds", name, float(s["last_success"]))
-        add("log_lines_total", name, log_lines.get(name, 0))
+        add("log_lines_total", name, s.get("log_lines_total", 0))
     add("build_info", None, 1, version=version)
     out = []
     for name, kind, text in FAMILIES:

@@ -20,6 +20,7 @@ from entrypoint.control.protocol import VERSION, encode
 READ_LIMIT = 32 << 20          # one reply line (a `logs` tail of 100,000 lines fits)
 KEEP = 20_000                  # items kept for Last-Event-ID resume
 CLIENT_QUEUE = 5_000           # items queued for one SSE client before it fell behind
+LOGS_LINGER = 30.0             # seconds log lines are still followed after the last viewer
 
 
 class Unavailable(Exception):
@@ -95,16 +96,45 @@ class Hub:
         self.kept: deque = deque(maxlen=KEEP)
         self.clients: set[Client] = set()
         self.states: dict[str, dict] = {}       # service -> its last event
-        self.log_lines: dict[str, int] = {}     # service -> lines seen since we started
         self._tasks: list[asyncio.Task] = []
+        self._logs: asyncio.Task | None = None
+        self._logs_idle: asyncio.TimerHandle | None = None
+        self.logs_since = None      # seq from which log lines are complete (None: not followed)
+        self.logs_ready = asyncio.Event()     # set while the runner streams log lines to us
 
     def start(self) -> None:
-        self._tasks = [asyncio.ensure_future(self._follow_events()),
-                       asyncio.ensure_future(self._follow_logs())]
+        self._tasks = [asyncio.ensure_future(self._follow_events())]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
+        for task in [*self._tasks, self._logs]:
+            if task is not None:
+                task.cancel()
+
+    # Log lines are followed only while some client wants them (and LOGS_LINGER seconds
+    # after, so a reconnect resumes): with no one watching, the runner sends us nothing.
+    def add(self, client: Client) -> None:
+        self.clients.add(client)
+        if client.logs is not None:
+            if self._logs_idle is not None:
+                self._logs_idle.cancel()
+                self._logs_idle = None
+            if self._logs is None:
+                self.logs_since = self.seq
+                self._logs = asyncio.ensure_future(self._follow_logs())
+
+    def remove(self, client: Client) -> None:
+        self.clients.discard(client)
+        if self._logs is not None and not any(c.logs is not None for c in self.clients):
+            if self._logs_idle is None:
+                self._logs_idle = asyncio.get_running_loop().call_later(LOGS_LINGER, self._drop_logs)
+
+    def _drop_logs(self) -> None:
+        self._logs_idle = None
+        if self._logs is not None and not any(c.logs is not None for c in self.clients):
+            self._logs.cancel()
+            self._logs = None
+            self.logs_since = None
+            self.logs_ready.clear()
 
     @property
     def last_id(self) -> str:
@@ -125,6 +155,8 @@ class Hub:
         if epoch != self.epoch or not number.isdigit():
             return None
         seq = int(number)
+        if client.logs is not None and (self.logs_since is None or seq < self.logs_since):
+            return None     # log lines were not followed all along since then
         if seq > self.seq or (self.kept and seq < self.kept[0][0] - 1) or (not self.kept and seq != self.seq):
             return None
         return [item for n, item in self.kept if n > seq and client.wants(item[1], item[2])]
@@ -154,12 +186,15 @@ class Hub:
         while True:
             try:
                 async for obj in stream(self.path, "logs", names=[], lines=0, follow=True):
-                    if obj.get("event") == "log":
-                        service, lines = obj["service"], obj["lines"]
-                        self.log_lines[service] = self.log_lines.get(service, 0) + len(lines)
-                        self.publish("log", service, {"service": service, "lines": lines})
+                    if "result" in obj:
+                        self.logs_ready.set()
+                    elif obj.get("event") == "log":
+                        self.publish("log", obj["service"], {"service": obj["service"],
+                                                             "lines": obj["lines"]})
             except Unavailable:
                 pass
+            self.logs_ready.clear()
+            self.logs_since = self.seq      # lines may be missing before this point
             await asyncio.sleep(0.5)
 
 

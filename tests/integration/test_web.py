@@ -336,8 +336,9 @@ def test_sse_log_lines_for_the_services_asked(run_entrypoint, write_config, sock
 def test_metrics_parse_with_prometheus_client(stack, sock):
     parser = pytest.importorskip("prometheus_client.parser")
     runner, base = stack
+    runner.wait_for("app up")
     assert ctl(sock, "restart", "app").returncode == 0
-    wait_until(lambda: services(sock)["app"]["restarts"] >= 0, 5)
+    runner.wait_for("app up", count=2)
     reply = http(base, "/metrics")
     assert reply.status == 200 and reply.headers["content-type"].startswith("text/plain")
     samples = {}
@@ -357,4 +358,5 @@ def test_metrics_parse_with_prometheus_client(stack, sock):
     assert abs(samples[("entrypoint_service_start_time_seconds", (("service", "app"),))]
                - (time.time() - app["uptime"])) < 5
     assert samples[("entrypoint_service_memory_rss_bytes", (("service", "app"),))] > 0
+    assert samples[("entrypoint_log_lines_total", (("service", "app"),))] == 2   # "app up" twice
     assert any(name == "entrypoint_build_info" for name, _ in samples)
