@@ -162,3 +162,49 @@ def test_login_and_logout(run_entrypoint, write_config, sock, browser):
     expect(page.locator("#login")).to_be_visible(timeout=5000)
     cookies = page.context.cookies()
     assert all(c["httpOnly"] for c in cookies if c["name"] == "entrypoint_session")
+
+
+FLOOD = """
+import sys, time
+began = time.monotonic()
+i = 0
+while time.monotonic() - began < 6:
+    for _ in range(100):
+        i += 1
+        sys.stdout.write(f"flood line {i}\\n")
+    sys.stdout.flush()
+    ahead = began + i / 10000 - time.monotonic()
+    if ahead > 0:
+        time.sleep(ahead)
+print("flood done", i, flush=True)
+time.sleep(1000)
+"""
+
+
+def test_the_page_stays_responsive_under_10000_lines_per_second(
+        run_entrypoint, write_config, sock, browser, tmp_path):
+    (tmp_path / "flood.py").write_text(FLOOD)
+    stack = STACK + (f'[[services]]\nname = "flood"\ncommand = "{sys.executable}"\n'
+                     f'args = ["{tmp_path / "flood.py"}"]\ntty = false\n')
+    runner, base = web_stack(run_entrypoint, write_config, sock, stack)
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(base + "/")
+    expect(page.locator('.card[data-service="flood"] .state')).to_have_text("RUNNING", timeout=10000)
+    assert ctl(sock, "restart", "flood").returncode == 0       # a flood from now on, watched
+    # Some lines are skipped on screen when frames cannot keep up (the page keeps the
+    # newest): wait for any line past 10,000.
+    expect(page.locator("#log-view")).to_contain_text(re.compile(r"flood line [1-9]\d{4}\b"),
+                                                      timeout=15000)
+    # In the middle of the flood: the page answers, keeps a bounded number of lines,
+    # filters at once, and still shows a state change within a second.
+    lag = page.evaluate("""() => new Promise(done => { const t = performance.now();
+                             setTimeout(() => done(performance.now() - t), 0); })""")
+    assert lag < 250, f"the page's event loop lagged {lag:.0f} ms"
+    assert page.locator("#log-view > .l").count() <= 2000
+    page.fill("#log-filter", "api listening")
+    expect(page.locator("#log-view")).not_to_contain_text("flood line", timeout=1000)
+    page.fill("#log-filter", "")
+    assert ctl(sock, "stop", "worker").returncode == 0
+    expect(page.locator('.card[data-service="worker"] .state')).to_have_text("STOPPED", timeout=1000)
+    runner.wait_for(r"flood done \d+", timeout=20)
+    assert page.locator("#log-view > .l").count() <= 2000
