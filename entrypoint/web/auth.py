@@ -96,12 +96,20 @@ class Auth:
         role, how = self.role(headers, cookies)
         if role is None:
             raise Denied(401, how if how != "bearer" else "invalid token")
+        if how == "open" and not _loopback_host(headers.get("host", "")):
+            # No credential is asked on loopback: a page of another site whose name
+            # resolves to 127.0.0.1 (DNS rebinding) must not ride on that.
+            raise Denied(403, "without credentials this server answers only to a loopback "
+                              "Host (127.0.0.1, localhost, [::1])")
         if method == "POST":
             if role != "operate":
                 raise Denied(403, "this credential may only read")
-            if how == "cookie" and headers.get("origin") != expected_origin:
-                raise Denied(403, f"cross-site request refused: a POST with a session cookie "
-                                  f"needs `Origin: {expected_origin}`")
+            origin = headers.get("origin")
+            # A browser always sends Origin on a cross-site POST: refuse any that is not
+            # ours. A cookie POST must carry it (a script without one is not a browser's).
+            if (origin is not None or how == "cookie") and origin != expected_origin:
+                raise Denied(403, f"cross-site request refused: a POST from a browser needs "
+                                  f"`Origin: {expected_origin}`")
         return role
 
     # -- logging in ---------------------------------------------------------------------
@@ -149,6 +157,12 @@ class Auth:
         if proc.returncode == 2:
             raise Denied(503, err.decode("utf-8", "replace").strip() or "PAM is not available")
         return proc.returncode == 0
+
+
+def _loopback_host(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    name = name.strip("[]").lower()
+    return name in ("localhost", "::1") or name.startswith("127.")
 
 
 def _digest(session: str) -> bytes:

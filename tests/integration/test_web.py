@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from conftest import PYTHON, entrypoint_env, pid_alive, wait_until
-from control_helpers import ctl, services
+from conftest import PYTHON, entrypoint_env, free_port, pid_alive, wait_until
+from control_helpers import ctl, services, start_runner
 from web_helpers import SSE, answers, http, needs_web, web_stack
 
 pytestmark = [pytest.mark.timeout(90), needs_web]
@@ -360,3 +360,40 @@ def test_metrics_parse_with_prometheus_client(stack, sock):
     assert samples[("entrypoint_service_memory_rss_bytes", (("service", "app"),))] > 0
     assert samples[("entrypoint_log_lines_total", (("service", "app"),))] == 2   # "app up" twice
     assert any(name == "entrypoint_build_info" for name, _ in samples)
+
+
+def test_open_loopback_refuses_cross_site_posts_and_foreign_hosts(stack, sock):
+    """No credential on loopback: a page of another site must not drive it (CSRF), nor a
+    name of another site that resolves to 127.0.0.1 (DNS rebinding)."""
+    runner, base = stack
+    before = services(sock)["app"]["pid"]
+    csrf = http(base, "/api/v1/services/app/stop", "POST", headers={"Origin": "http://evil.example"})
+    assert csrf.status == 403 and "cross-site" in csrf.json["error"]
+    rebound = http(base, "/api/v1/services", headers={"Host": "evil.example:9180"})
+    assert rebound.status == 403 and "loopback" in rebound.json["error"]
+    assert services(sock)["app"]["pid"] == before
+    same = http(base, "/api/v1/services/app/restart", "POST", headers={"Origin": base})
+    assert same.status == 200
+    assert http(base, "/api/v1/services", headers={"Host": "localhost:1"}).status == 200
+
+
+def test_entrypoint_web_against_a_running_runner(run_entrypoint, write_config, sock, tmp_path):
+    """`entrypoint web --socket --listen` serves a runner that has no [web] of its own;
+    a runner it cannot reach is a 503 that says where it looked."""
+    runner = start_runner(run_entrypoint, write_config(APP), sock)
+    port = free_port()
+    web = run_entrypoint("web", "--socket", sock, "--listen", f"127.0.0.1:{port}")
+    base = f"http://127.0.0.1:{port}"
+    wait_until(lambda: answers(base) or web.proc.poll() is not None, 20, 0.1, what="the web face")
+    assert {s["name"] for s in http(base, "/api/v1/services").json["services"]} == {"app", "worker"}
+    port2 = free_port()
+    lost = run_entrypoint("web", "--socket", str(tmp_path / "nothing.sock"),
+                          "--listen", f"127.0.0.1:{port2}")
+    base2 = f"http://127.0.0.1:{port2}"
+    wait_until(lambda: answers(base2) or lost.proc.poll() is not None, 20, 0.1, what="the web face")
+    reply = http(base2, "/api/v1/services")
+    assert reply.status == 503 and "nothing.sock" in reply.json["error"]
+    public = run_entrypoint("web", "--socket", sock, "--listen", "0.0.0.0:1")
+    assert public.wait(20) == 2
+    assert "credential" in public.stderr and "Traceback" not in public.stderr
+    assert runner.proc.poll() is None
