@@ -454,6 +454,10 @@ def load_procfile(path: str, environ: Mapping[str, str] | None = None) -> tuple[
     if not specs and not problems:
         problems.append(Problem("", "no processes defined", 'add lines like "web: python3 -m http.server"',
                                 warning=True))
+    web_spec = web.web_service(None, environ, os.path.dirname(os.path.abspath(path)), problems,
+                               set(seen))       # ENTRYPOINT_WEB_LISTEN: the HTTP face
+    if web_spec is not None:
+        specs.append(web_spec)
     if any(not p.warning for p in problems):
         raise ConfigError(path, problems)
     return Config(source=path, services=tuple(specs), timeouts=Timeouts(), procfile=True), problems

@@ -397,3 +397,16 @@ def test_entrypoint_web_against_a_running_runner(run_entrypoint, write_config, s
     assert public.wait(20) == 2
     assert "credential" in public.stderr and "Traceback" not in public.stderr
     assert runner.proc.poll() is None
+
+
+def test_a_procfile_gets_the_face_from_the_environment(run_entrypoint, tmp_path):
+    (tmp_path / "Procfile").write_text("app: echo procfile app; exec sleep 1000\n")
+    port = free_port()
+    sock = str(tmp_path / "ctl.sock")
+    runner = run_entrypoint("--procfile", str(tmp_path / "Procfile"), "--socket", sock,
+                            env=entrypoint_env(ENTRYPOINT_SOCKET=sock,
+                                               ENTRYPOINT_WEB_LISTEN=f"127.0.0.1:{port}"))
+    base = f"http://127.0.0.1:{port}"
+    wait_until(lambda: answers(base) or runner.proc.poll() is not None, 20, 0.1, what="the face")
+    names = {s["name"] for s in http(base, "/api/v1/services").json["services"]}
+    assert names == {"app", "entrypoint-web"}
