@@ -206,7 +206,7 @@ def sse_delivery(tmp: Path, lines: int, rate: int) -> dict:
     proc, _ = run_entrypoint(tmp, services_toml(tmp, port, extra), "sse")
     wait_until(lambda: http_ok(port), 30, "the web face")
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    sock.sendall(f"GET /api/v1/events?logs=gen HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    sock.sendall(b"GET /api/v1/events?logs=gen HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     sock.recv(65536)        # headers and the snapshot
     go.touch()
     began = time.monotonic()

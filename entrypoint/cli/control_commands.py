@@ -17,7 +17,7 @@ import os
 import sys
 
 from entrypoint.errors import EXIT_USAGE, EntrypointError, UsageError
-from entrypoint.cli.render import render_event, render_list, render_status
+from entrypoint.cli.render import render_list, render_status
 from entrypoint.control.client import QUERY_TIMEOUT, Connection, ReplyError, call
 
 
@@ -99,10 +99,9 @@ def main(command: str, argv: list[str]) -> int:
         return EXIT_USAGE if exc.code not in (0, None) else 0
     if command == "logs":
         return cmd_logs(args)
-    if command == "events":
-        return cmd_events(args)
-    if command == "wait":
-        return cmd_wait(args)
+    if command in ("events", "wait"):
+        from entrypoint.cli import watch
+        return watch.cmd_events(args) if command == "events" else watch.cmd_wait(args)
     waits = command in ("start", "stop", "restart", "reload")
     op_args = {"names": args.names} if names else {}
     try:
@@ -214,63 +213,6 @@ def _show_health(result, args) -> int:
 SHOW = {"list": _show_list, "status": _show_status, "start": _show_results,
         "stop": _show_results, "restart": _show_results, "reload": _show_reload,
         "shutdown": _show_shutdown, "health": _show_health}
-
-
-def cmd_events(args) -> int:
-    """The snapshot, then every change, one line (or JSON object) each, until the end."""
-    conn = Connection(args.socket, QUERY_TIMEOUT)
-    try:
-        result = conn.request("events", names=args.names)
-        for event in result["services"]:
-            _print_event(event, args.json)
-        sys.stdout.flush()
-        conn.sock.settimeout(None)
-        while True:
-            event = conn.receive()
-            if event is None or event.get("event") == "end":
-                return 0
-            if event.get("event") == "fell_behind":
-                print(f"entrypoint: events: fell behind, {event['dropped']} change(s) "
-                      f"dropped; current states follow", file=sys.stderr)
-                for snap in event.get("services", []):
-                    _print_event(snap, args.json)
-            elif event.get("event") == "state":
-                event.pop("v", None)
-                event.pop("event", None)
-                _print_event(event, args.json)
-            sys.stdout.flush()
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        conn.close()
-
-
-def _print_event(event: dict, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(event, separators=(",", ":")))
-        return
-    print(render_event(event))
-
-
-def cmd_wait(args) -> int:
-    timeout = None if args.timeout is None else args.timeout + QUERY_TIMEOUT
-    conn = Connection(args.socket, timeout)
-    try:
-        # "timeout" is the runner's to keep: the socket's own waits that long and more.
-        result = conn.request("wait", names=args.names, timeout=args.timeout,
-                              **{"for": args.condition})
-    except ReplyError as exc:
-        if args.json:
-            print(json.dumps(exc.reply, indent=2))
-            return exc.exit_status
-        raise
-    finally:
-        conn.close()
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        _show_results(result, args)
-    return 0
 
 
 class _LogPrinter:

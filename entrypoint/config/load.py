@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from entrypoint.config import graph, web
 from entrypoint.errors import ConfigError, Problem, UsageError
 from entrypoint.config.interpolate import interpolate_tree
-from entrypoint.config.schema import NAME_RE, ServiceModel, TimeoutsModel, depends_on_pairs, from_pydantic, show, suggest_key
+from entrypoint.config.schema import NAME_RE, ServiceModel, TimeoutsModel, depends_on_pairs, from_pydantic, show
 from entrypoint.config.spec import Config, HealthSpec, ServiceSpec, Timeouts
 
 SEARCHED_PLACES = ["$ENTRYPOINT_CONFIG", "./services.toml", "/etc/entrypoint/services.toml", "./Procfile"]

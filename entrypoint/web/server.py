@@ -44,10 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parser().parse_args(argv)
     except SystemExit as exc:
         return 2 if exc.code not in (0, None) else 0
-    try:
-        import uvicorn  # noqa: F401
-        import starlette  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if any(importlib.util.find_spec(name) is None for name in ("starlette", "uvicorn")):
         return fail("the web face needs its extra: pip install 'entrypoint[web]'")
     from entrypoint.config.web import is_loopback, split_listen
     from entrypoint.web.auth import Auth
