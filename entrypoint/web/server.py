@@ -65,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"{listen} is reachable from other hosts, and no credential is configured: "
                     f"set ENTRYPOINT_WEB_TOKEN (or ENTRYPOINT_WEB_PAM=1), or listen on loopback")
     socket_path = None
-    if args.from_runner and not args.socket:
-        socket_path = parent_socket()
+    if args.from_runner:
+        die_with_parent()
+        if not args.socket:
+            socket_path = parent_socket()
     if socket_path is None:
         socket_path, _ = client_path(args.socket)
     from entrypoint.web.app import create_app
@@ -75,6 +77,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"entrypoint-web: serving http://{listen} for the runner at {socket_path}",
           file=sys.stderr, flush=True)
     return serve(app, host, port)
+
+
+def die_with_parent() -> None:
+    """As the runner's service, end with it: a SIGKILLed runner leaves no face behind
+    serving a dead socket on its port (our pipes give no SIGHUP, unlike a PTY)."""
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1 and os.getpid() != 1:     # the runner died before we asked
+        sys.exit(0)
 
 
 def serve(app, host: str, port: int) -> int:

@@ -410,3 +410,12 @@ def test_a_procfile_gets_the_face_from_the_environment(run_entrypoint, tmp_path)
     wait_until(lambda: answers(base) or runner.proc.poll() is not None, 20, 0.1, what="the face")
     names = {s["name"] for s in http(base, "/api/v1/services").json["services"]}
     assert names == {"app", "entrypoint-web"}
+
+
+def test_the_face_ends_with_a_killed_runner(stack, sock):
+    """SIGKILL to the runner (no shutdown, no stop signal): the face does not linger."""
+    runner, base = stack
+    web_pid = services(sock)["entrypoint-web"]["pid"]
+    os.kill(runner.pid, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(web_pid), 10, what="the web face gone with its runner")
+    assert not answers(base)
