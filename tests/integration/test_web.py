@@ -290,6 +290,23 @@ def test_pam_login_with_a_system_account(run_entrypoint, write_config, sock, pam
     assert password not in runner.output + runner.stderr
 
 
+@pytest.mark.skipif(not _have_pam(), reason="needs python-pam, libpam, /etc/pam.d/login and root")
+def test_pam_group_limits_who_may_log_in(run_entrypoint, write_config, sock, pam_user):
+    user, password = pam_user
+    outsider = user + "x"
+    subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", outsider], check=True)
+    try:
+        subprocess.run(["chpasswd"], input=f"{outsider}:{password}", text=True, check=True)
+        # useradd gives each user a group of its own name: only `user` is in it.
+        runner, base = web_stack(run_entrypoint, write_config, sock, APP,
+                                 f'pam = true\npam_group = "{user}"')
+        refused = http(base, "/login", "POST", body={"user": outsider, "password": password})
+        assert refused.status == 401
+        assert http(base, "/login", "POST", body={"user": user, "password": password}).status == 200
+    finally:
+        subprocess.run(["userdel", outsider], capture_output=True)
+
+
 # -- events ---------------------------------------------------------------------------
 
 def test_sse_state_changes_and_last_event_id_resume(stack, sock):
