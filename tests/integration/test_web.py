@@ -346,8 +346,18 @@ def test_sse_log_lines_for_the_services_asked(run_entrypoint, write_config, sock
                  and e["data"]["service"] == "chatty" for line in e["data"]["lines"]]
         assert lines[-200:] == [f"n{i}" for i in range(1, 201)]
         assert {e["data"]["service"] for e in stream.events if e["event"] == "log"} <= {"chatty", "app"}
+        last_id = stream.events[-1]["id"]
     finally:
         stream.close()
+    assert ctl(sock, "restart", "chatty").returncode == 0     # 200 lines while away
+    resumed = SSE(base, "/api/v1/events?logs=chatty", {"Last-Event-ID": last_id})
+    try:
+        resumed.read_until(lambda e: e["event"] == "log" and "n200" in e["data"]["lines"])
+        assert resumed.events[0]["event"] != "snapshot"
+        missed = [line for e in resumed.events if e["event"] == "log" for line in e["data"]["lines"]]
+        assert missed == [f"n{i}" for i in range(1, 201)]
+    finally:
+        resumed.close()
 
 
 def test_metrics_parse_with_prometheus_client(stack, sock):
