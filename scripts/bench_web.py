@@ -294,9 +294,9 @@ def report(r: dict) -> str:
            f"Measured by `scripts/bench_web.py` (`scripts/bench.py --web`) on {r['when']}, "
            f"{r['services']} services each, loopback, in one run on this 2-core machine "
            f"(shared with other work: read the numbers as indications). supervisord's "
-           f"XML-RPC answers after ~40 ms on loopback whatever the load (its replies are "
-           f"written in pieces and meet the peer's delayed ACK): its latency is that, not "
-           f"its work. PSS counts shared pages split between the processes that map them.", "",
+           f"XML-RPC answered after ~40 ms on loopback whatever the load (by the look of it, "
+           f"a reply written in pieces meeting the client's delayed ACK): its latency is "
+           f"that wait more than its work. PSS counts shared pages split between the processes that map them.", "",
            "| measurement | measured | target | met |", "| --- | --- | --- | --- |"]
     out += [f"| {a} | {b} | {c} | {'yes' if d else '**no**'} |" for a, b, c, d in rows]
     out += ["", END]

@@ -71,7 +71,7 @@ def render_event(e: dict) -> str:
         parts.append(f"pid {e['pid']}")
     if e.get("exit") and e["state"] not in ("RUNNING", "STARTING"):
         parts.append(f"exit: {e['exit']}")
-    if e.get("reason"):
+    if e.get("reason") and e["reason"] != f"pid {e.get('pid')}":
         parts.append(f"({e['reason']})")
     return "  ".join(parts)
 
