@@ -106,8 +106,8 @@ def check_condition(service, condition: str | None) -> tuple[bool | None, str]:
     state = service.state
     if state == State.FAILED:
         return False, f"{service.name} FAILED ({service.last_error or 'no reason given'})"
-    if cond == "completed" and service.completed_once and state == State.COMPLETED:
-        return True, ""
+    if cond in ("completed", "started") and service.completed_once and state == State.COMPLETED:
+        return True, ""     # a oneshot that ran to completion has started, too
     if state in TERMINAL:
         return False, f"{service.name} is {state.value}; it will not become {cond} by itself"
     if cond == "started" and (state == State.RUNNING

@@ -130,6 +130,14 @@ def test_wait_returns_once_ready(stack, sock):
     assert time.monotonic() - began < 10
 
 
+def test_a_completed_oneshot_has_started(stack, sock):
+    wait_states(sock, slowinit="COMPLETED")
+    done = ctl(sock, "wait", "slowinit", "--for", "started", "--timeout", "5")
+    assert done.returncode == 0, done.stderr
+    done = ctl(sock, "wait", "slowinit", "--for", "healthy", "--timeout", "5")
+    assert done.returncode == 1 and "COMPLETED" in done.stderr
+
+
 def test_wait_fails_as_soon_as_a_service_fails(stack, sock):
     began = time.monotonic()
     done = ctl(sock, "wait", "web", "broken", "--for", "completed", "--timeout", "30")
