@@ -74,25 +74,23 @@ def create_app(socket_path: str, auth: Auth) -> Starlette:
 
     # -- JSON API -----------------------------------------------------------------------
 
-    flight: dict[str, asyncio.Future] = {}
+    flight: dict[str, asyncio.Task] = {}
 
-    async def shared_list():
+    async def fetch_list() -> Response:
+        result = await ask("list")
+        if isinstance(result, Response):
+            return result
+        return Response(json.dumps(result, separators=(",", ":")), media_type="application/json")
+
+    async def shared_list() -> Response:
         """`list` once for every request that arrives while one is under way: 50 clients
-        polling cost the runner one request at a time, and the JSON is encoded once."""
-        future = flight.get("list")
-        if future is not None:
-            return await asyncio.shield(future)
-        future = flight["list"] = asyncio.get_running_loop().create_future()
-        try:
-            result = await ask("list")
-            future.set_result(result if isinstance(result, Response)
-                              else Response(json.dumps(result, separators=(",", ":")),
-                                            media_type="application/json"))
-        except Exception as exc:
-            future.set_exception(exc)
-        finally:
-            del flight["list"]
-        return future.result()
+        polling cost the runner one request at a time, and the JSON is encoded once. The
+        request runs as a task of its own: a client that hangs up cancels only its wait."""
+        task = flight.get("list")
+        if task is None:
+            task = flight["list"] = asyncio.ensure_future(fetch_list())
+            task.add_done_callback(lambda _: flight.pop("list", None))
+        return await asyncio.shield(task)
 
     async def services(req: Request):
         guard(req)
