@@ -160,9 +160,18 @@ class Auth:
 
 
 def _loopback_host(host: str) -> bool:
+    """A Host header naming loopback: `localhost` or a loopback address (a name like
+    `127.evil.example` is a name, not an address)."""
+    import ipaddress
+
     name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
     name = name.strip("[]").lower()
-    return name in ("localhost", "::1") or name.startswith("127.")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _digest(session: str) -> bytes:
