@@ -230,3 +230,15 @@ def test_a_reader_that_never_reads_does_not_slow_the_runner(stack, sock):
         began = time.monotonic()
         assert ctl(sock, "list").returncode == 0
         assert time.monotonic() - began < 3
+
+
+def test_events_for_people(stack, sock):
+    pid = services(sock)["web"]["pid"]
+    proc = subprocess.Popen([PYTHON, "-m", "entrypoint", "events", "web"], env=ctl_env(sock),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()
+        assert first.split()[1:4] == ["web", "RUNNING", "pid"] and first.split()[4] == str(pid)
+    finally:
+        proc.kill()
+        proc.wait(5)
