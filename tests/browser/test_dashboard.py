@@ -186,7 +186,22 @@ def test_the_page_stays_responsive_under_10000_lines_per_second(
     stack = STACK + (f'[[services]]\nname = "flood"\ncommand = "{sys.executable}"\n'
                      f'args = ["{tmp_path / "flood.py"}"]\ntty = false\n')
     runner, base = web_stack(run_entrypoint, write_config, sock, stack)
-    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    try:
+        _flood_watched(page=browser.new_page(viewport={"width": 1280, "height": 800}),
+                       base=base, sock=sock, runner=runner)
+    finally:
+        # With pipes (tty = false) the flood gets no SIGHUP when its runner is killed at
+        # teardown: end it here, by its pid.
+        flood = services(sock).get("flood", {}).get("pid") if os.path.exists(sock) else None
+        if flood:
+            ctl(sock, "stop", "flood")
+            try:
+                os.kill(flood, 9)
+            except ProcessLookupError:
+                pass
+
+
+def _flood_watched(page, base: str, sock: str, runner) -> None:
     page.goto(base + "/")
     expect(page.locator('.card[data-service="flood"] .state')).to_have_text("RUNNING", timeout=10000)
     assert ctl(sock, "restart", "flood").returncode == 0       # a flood from now on, watched
