@@ -15,8 +15,8 @@ from entrypoint import __version__
 from entrypoint.errors import EntrypointError, UsageError
 
 CONTROL_COMMANDS = ("list", "status", "start", "stop", "restart", "logs", "reload",
-                    "shutdown", "health", "exec")
-SUBCOMMANDS = ("run", "check", "install", "version", *CONTROL_COMMANDS)
+                    "shutdown", "health", "exec", "events", "wait")
+SUBCOMMANDS = ("run", "check", "install", "version", "web", *CONTROL_COMMANDS)
 EXIT_CMD_NOT_FOUND = 127    # as a shell and `docker run` say it
 
 
@@ -29,8 +29,11 @@ usage:
   entrypoint list | status [NAME] | health     ask the running entrypoint
   entrypoint start|stop|restart NAME...
   entrypoint logs [NAME...] [-f] [-n LINES]
+  entrypoint events [NAME...] [--json]        every state change as it happens
+  entrypoint wait NAME... [--for COND] [--timeout S]
   entrypoint reload | shutdown | install | version
   entrypoint exec NAME -- CMD [ARGS...]       run CMD as that service would run
+  entrypoint web [--socket PATH] [--listen ADDR]   HTTP API and dashboard (entrypoint[web])
 
 `entrypoint COMMAND --help` tells more. Exit status: 0 ok, 1 failure, 2 invalid config or
 usage, 3 no running entrypoint reachable; with a CMD, the CMD's status.
@@ -64,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         if command == "install":
             from entrypoint.cli.install import cmd_install
             return cmd_install(rest)
+        if command == "web":        # the HTTP face, in this process (never in the runner)
+            from entrypoint.web.server import main as web_main
+            return web_main(rest)
         from entrypoint.cli import control_commands
         return control_commands.main(command, rest)
     except EntrypointError as exc:

@@ -18,11 +18,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from entrypoint.config import graph
+from entrypoint.config import graph, web
 from entrypoint.errors import ConfigError, Problem
 from entrypoint.config.interpolate import interpolate_tree
 from entrypoint.config.resolve import read_dotenv, service_spec
-from entrypoint.config.schema import NAME_RE, ServiceModel, TimeoutsModel, depends_on_pairs, from_pydantic, show, suggest_key
+from entrypoint.config.schema import NAME_RE, ServiceModel, TimeoutsModel, depends_on_pairs, from_pydantic, show
 from entrypoint.config.spec import Config, ServiceSpec, Timeouts
 from entrypoint.config.locate import SEARCHED_PLACES, _kind_of, locate  # noqa: F401  (re-exported)
 
@@ -102,9 +102,8 @@ def _service_index(problem: Problem) -> int:
 def _build(raw: dict[str, Any], path: str, environ: Mapping[str, str], problems: list[Problem]) -> Config:
     base = os.path.dirname(os.path.abspath(path))
     for key in raw:
-        if key not in ("timeouts", "services"):
-            hint = suggest_key(key, ["timeouts", "services"]) or "only [timeouts] and [[services]] are read"
-            problems.append(Problem(key, "unknown top-level key", hint))
+        if key not in ("timeouts", "services", "web"):
+            problems.append(web.unknown_top_level(key, ["timeouts", "services", "web"]))
     timeouts = Timeouts()
     if not isinstance(raw.get("timeouts", {}), dict):
         problems.append(Problem("timeouts", f"expected a table, got {show(raw['timeouts'])}", "write [timeouts]"))
@@ -164,6 +163,9 @@ def _build(raw: dict[str, Any], path: str, environ: Mapping[str, str], problems:
         if not failed:
             specs.append(spec)
     _shutdown_warnings(specs, timeouts, problems, cyclic=bool(graph_problems))
+    web_spec = web.web_service(raw.get("web"), environ, base, problems, set(first_index))
+    if web_spec is not None:    # the HTTP face: a service of its own, never in the runner
+        specs.append(web_spec)
     return Config(source=path, services=tuple(specs), timeouts=timeouts, procfile=False)
 
 
@@ -281,6 +283,10 @@ def load_procfile(path: str, environ: Mapping[str, str] | None = None) -> tuple[
     if not specs and not problems:
         problems.append(Problem("", "no processes defined", 'add lines like "web: python3 -m http.server"',
                                 warning=True))
+    web_spec = web.web_service(None, environ, os.path.dirname(os.path.abspath(path)), problems,
+                               set(seen))       # ENTRYPOINT_WEB_LISTEN: the HTTP face
+    if web_spec is not None:
+        specs.append(web_spec)
     if any(not p.warning for p in problems):
         raise ConfigError(path, problems)
     return Config(source=path, services=tuple(specs), timeouts=Timeouts(), procfile=True), problems
