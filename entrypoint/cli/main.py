@@ -16,7 +16,7 @@ from entrypoint.errors import EntrypointError, UsageError
 
 CONTROL_COMMANDS = ("list", "status", "start", "stop", "restart", "logs", "reload",
                     "shutdown", "health", "exec", "events", "wait")
-SUBCOMMANDS = ("run", "check", "install", "version", "web", *CONTROL_COMMANDS)
+SUBCOMMANDS = ("run", "check", "install", "version", "web", "notify", *CONTROL_COMMANDS)
 EXIT_CMD_NOT_FOUND = 127    # as a shell and `docker run` say it
 
 
@@ -34,6 +34,8 @@ usage:
   entrypoint reload | shutdown | install | version
   entrypoint exec NAME -- CMD [ARGS...]       run CMD as that service would run
   entrypoint web [--socket PATH] [--listen ADDR]   HTTP API and dashboard (entrypoint[web])
+  entrypoint notify [--ready] [--status T] [--progress D/T] [KEY=VALUE...]
+                                               from a service: readiness, status, progress
 
 `entrypoint COMMAND --help` tells more. Exit status: 0 ok, 1 failure, 2 invalid config or
 usage, 3 no running entrypoint reachable; with a CMD, the CMD's status.
@@ -64,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_check(rest)
         if command == "version":
             return cmd_version(rest)
+        if command == "notify":
+            from entrypoint.cli.notify import main as cmd_notify
+            return cmd_notify(rest)
         if command == "install":
             from entrypoint.cli.install import cmd_install
             return cmd_install(rest)

@@ -171,7 +171,9 @@ class Operations:
                 "uptime": time.time() - sup.started_at, "shutting_down": sup.shutting_down,
                 "cmd": sup.cmd, "cmd_pid": sup.cmd_pid,
                 # stdout: bytes waiting for a slow reader, lines it never got
-                "stdout_waiting": sup.printer.writer.queued, "stdout_dropped": sup.printer.dropped}
+                "stdout_waiting": sup.printer.writer.queued, "stdout_dropped": sup.printer.dropped,
+                # datagrams on the notify socket: received, accepted, refused (and why)
+                "notify": dict(sup.notify_socket.counters) if sup.notify_socket else None}
 
     def list(self) -> dict:
         snapshots = self.meter.annotate(self.sup.snapshot())
