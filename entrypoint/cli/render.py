@@ -34,11 +34,46 @@ def exit_text(exit: dict | None) -> str:
     return str(exit.get("code"))
 
 
-def render_list(services: list[dict]) -> str:
+def human_bytes(n: int | None) -> str:
+    """`512K`, `12.3M`, `1.1G`; `-` for None."""
+    if n is None:
+        return "-"
+    for unit, size in (("G", 1 << 30), ("M", 1 << 20)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{n >> 10}K"
+
+
+def cpu_text(s: dict) -> str:
+    return "-" if s.get("cpu_percent") is None else f"{s['cpu_percent']:.1f}%"
+
+
+def render_list(services: list[dict], wide: bool = False) -> str:
+    header = ["NAME", "STATE", "HEALTH", "PID", "UPTIME", "RESTARTS", "EXIT"]
     rows = [[s["name"], s["state"], s["health"], s["pid"] if s["pid"] is not None else "-",
              human_duration(s.get("uptime")), s.get("restarts", 0), exit_text(s.get("exit"))]
             for s in services]
-    return format_table(["NAME", "STATE", "HEALTH", "PID", "UPTIME", "RESTARTS", "EXIT"], rows)
+    if wide:    # CPU and memory, summed over each service's process group
+        header += ["CPU", "CPU TIME", "MEM"]
+        for row, s in zip(rows, services):
+            cpu_time = s.get("cpu_seconds")
+            row += [cpu_text(s), "-" if cpu_time is None else f"{cpu_time:.2f}s",
+                    human_bytes(s.get("rss_bytes"))]
+    return format_table(header, rows)
+
+
+def render_event(e: dict) -> str:
+    """One `events` line: `12:00:01  web  RUNNING  healthy  pid 42  (reason)`."""
+    parts = [time.strftime("%H:%M:%S", time.localtime(e["time"])), e["service"], e["state"]]
+    if e.get("health") not in (None, "-"):
+        parts.append(e["health"])
+    if e.get("pid") is not None:
+        parts.append(f"pid {e['pid']}")
+    if e.get("exit") and e["state"] not in ("RUNNING", "STARTING"):
+        parts.append(f"exit: {e['exit']}")
+    if e.get("reason") and e["reason"] != f"pid {e.get('pid')}":
+        parts.append(f"({e['reason']})")
+    return "  ".join(parts)
 
 
 def _clock(t: float) -> str:
@@ -70,6 +105,9 @@ def render_status(s: dict) -> str:
     kind = "oneshot" if s.get("oneshot") else f"restart = {s.get('restart', '?')}"
     field("policy", kind + (", required" if s.get("required") else ""))
     field("restarts", s.get("restarts", 0))
+    if s.get("cpu_seconds") is not None:
+        field("resources", f"CPU {cpu_text(s)} ({s['cpu_seconds']:.2f}s in all), "
+                           f"memory {human_bytes(s.get('rss_bytes'))} (process group)")
     exit = s.get("exit")
     field("last exit", exit["text"] if exit else "-")
     if s.get("error"):

@@ -18,43 +18,19 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from entrypoint.config import graph, replicas
-from entrypoint.errors import ConfigError, Problem, UsageError
+from entrypoint.config import graph, replicas, web
+from entrypoint.errors import ConfigError, Problem
 from entrypoint.config.interpolate import interpolate_tree
 from entrypoint.config.resolve import read_dotenv, service_spec
-from entrypoint.config.schema import NAME_RE, ServiceModel, TimeoutsModel, depends_on_pairs, from_pydantic, show, suggest_key
+from entrypoint.config.schema import NAME_RE, ServiceModel, TimeoutsModel, depends_on_pairs, from_pydantic, show
 from entrypoint.config.spec import Config, ServiceSpec, Timeouts
+from entrypoint.config.locate import SEARCHED_PLACES, _kind_of, locate  # noqa: F401  (re-exported)
 
-SEARCHED_PLACES = ["$ENTRYPOINT_CONFIG", "./services.toml", "/etc/entrypoint/services.toml", "./Procfile"]
 DOCKER_STOP_GRACE = 10.0
 MAX_CONFIG_BYTES = 4 << 20
 
 
 # ---------------------------------------------------------------- finding and reading
-
-def locate(explicit: str | None, procfile: str | None, environ: Mapping[str, str]) -> tuple[str, str] | None:
-    """The config to use as `(path, "toml" | "procfile")`, or None when there is none.
-
-    `-c FILE` wins, then `--procfile FILE`, then `$ENTRYPOINT_CONFIG`, then SEARCHED_PLACES.
-    A file named explicitly (by option or variable) that does not exist is a UsageError.
-    """
-    for path, kind, what in ((explicit, None, "-c"), (procfile, "procfile", "--procfile"),
-                             (environ.get("ENTRYPOINT_CONFIG"), None, "$ENTRYPOINT_CONFIG")):
-        if path:
-            if not os.path.exists(path):
-                raise UsageError(f"config file {path} (from {what}) does not exist")
-            return path, kind or _kind_of(path)
-    for place in SEARCHED_PLACES[1:]:
-        path = place.removeprefix("./")
-        if os.path.isfile(path):
-            return path, _kind_of(path)
-    return None
-
-
-def _kind_of(path: str) -> str:
-    name = os.path.basename(path).lower()
-    return "procfile" if "procfile" in name and not name.endswith(".toml") else "toml"
-
 
 def _read_text(path: str) -> str:
     """The file's text; a ConfigError with one problem when it cannot be read as UTF-8."""
@@ -126,9 +102,8 @@ def _service_index(problem: Problem) -> int:
 def _build(raw: dict[str, Any], path: str, environ: Mapping[str, str], problems: list[Problem]) -> Config:
     base = os.path.dirname(os.path.abspath(path))
     for key in raw:
-        if key not in ("timeouts", "services"):
-            hint = suggest_key(key, ["timeouts", "services"]) or "only [timeouts] and [[services]] are read"
-            problems.append(Problem(key, "unknown top-level key", hint))
+        if key not in ("timeouts", "services", "web"):
+            problems.append(web.unknown_top_level(key, ["timeouts", "services", "web"]))
     timeouts = Timeouts()
     if not isinstance(raw.get("timeouts", {}), dict):
         problems.append(Problem("timeouts", f"expected a table, got {show(raw['timeouts'])}", "write [timeouts]"))
@@ -194,6 +169,9 @@ def _build(raw: dict[str, Any], path: str, environ: Mapping[str, str], problems:
     specs = replicas.resolve_dependencies(specs)
     problems.extend(replicas.port_problems(specs, {m.name: w for _, w, m, _ in models}))
     _shutdown_warnings(specs, timeouts, problems, cyclic=bool(graph_problems))
+    web_spec = web.web_service(raw.get("web"), environ, base, problems, set(first_index))
+    if web_spec is not None:    # the HTTP face: a service of its own, never in the runner
+        specs.append(web_spec)
     return Config(source=path, services=tuple(specs), timeouts=timeouts, procfile=False)
 
 
@@ -311,6 +289,10 @@ def load_procfile(path: str, environ: Mapping[str, str] | None = None) -> tuple[
     if not specs and not problems:
         problems.append(Problem("", "no processes defined", 'add lines like "web: python3 -m http.server"',
                                 warning=True))
+    web_spec = web.web_service(None, environ, os.path.dirname(os.path.abspath(path)), problems,
+                               set(seen))       # ENTRYPOINT_WEB_LISTEN: the HTTP face
+    if web_spec is not None:
+        specs.append(web_spec)
     if any(not p.warning for p in problems):
         raise ConfigError(path, problems)
     return Config(source=path, services=tuple(specs), timeouts=Timeouts(), procfile=True), problems
