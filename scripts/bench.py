@@ -47,7 +47,7 @@ LINE_PAD = 67                  # "s1 00000001 " + 67 x + "\n" = 80 bytes
 PAYLOAD = rb"(?P<svc>s\d+) (?P<seq>\d{8}) x{%d}" % LINE_PAD
 MARKER = b"alive-marker"
 START_DELAY = 1.5              # producers all begin writing at launch + this
-TOOLS = ("entrypoint", "supervisord", "honcho")
+TOOLS = ("entrypoint", "relay", "supervisord", "honcho")
 INIT_PEERS = {"tini": "/usr/bin/tini", "dumb-init": "/usr/bin/dumb-init"}   # Debian packages
 HONCHO_LINES = 25_000          # per service: honcho passes ~20,000 lines/s; a rate is a rate
 
@@ -234,7 +234,7 @@ ep = select.epoll()
 for fd in fds:
     os.set_blocking(fd, False)
     ep.register(fd, select.EPOLLIN)
-expected, count, deadline = 4 * n, 0, time.time() + 120
+expected, count, deadline, t_first = 4 * n, 0, time.time() + 120, None
 while count < expected and time.time() < deadline:
     for fd, _ in ep.poll(1):
         try:
@@ -246,12 +246,14 @@ while count < expected and time.time() < deadline:
         if not data:
             ep.unregister(fd)
             continue
+        if t_first is None:
+            t_first = time.time()
         count += data.count(b"\n")
 t_end = time.time()
 for p in procs:
     p.kill()
     p.wait()
-print(json.dumps({"lines": count, "t_end": t_end}))
+print(json.dumps({"lines": count, "t_end": t_end, "t_first": t_first}))
 '''
 
 BARE_FORWARD = r'''
@@ -344,6 +346,48 @@ for p in popens:
 print(json.dumps({"alive": t_alive, "stop": t_stop, "seen": seen}))
 '''
 
+
+# The reference runner of issue 12: the least a Python supervisor must do. One pipe per
+# service (stdout and stderr), poll(), 64 KiB reads, the prefix added with one
+# bytes.replace per chunk (lines kept whole: a partial tail waits for its newline).
+# SIGTERM: TERM to each service, waitpid all, exit. Its start-up is the floor of what a
+# Python supervisor can reach.
+RELAY = r"""
+import json, os, select, signal, sys
+services = json.load(open(sys.argv[1]))
+width = max(len(s["name"]) for s in services)
+procs, prefix, tail = {}, {}, {}
+poller = select.poll()
+for s in services:
+    r, w = os.pipe()
+    pid = os.posix_spawn(s["argv"][0], s["argv"], os.environ, setsid=True, file_actions=[
+        (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)])
+    os.close(w)
+    procs[r], prefix[r], tail[r] = pid, s["name"].ljust(width).encode() + b" | ", b""
+    poller.register(r, select.POLLIN)
+def stop(*_):
+    for pid in procs.values():
+        os.kill(pid, signal.SIGTERM)
+    for pid in procs.values():
+        os.waitpid(pid, 0)
+    os._exit(0)
+signal.signal(signal.SIGTERM, stop)
+while procs:
+    for fd, _ in poller.poll():
+        data = os.read(fd, 65536)
+        if not data:
+            poller.unregister(fd)
+            del procs[fd]
+            continue
+        data = tail[fd] + data
+        end = data.rfind(b"\n") + 1
+        tail[fd], p = data[end:], prefix[fd]
+        if end:
+            out = memoryview(p + data[:end - 1].replace(b"\n", b"\n" + p) + b"\n")
+            while out:
+                out = out[os.write(1, out):]
+"""
 
 # ----------------------------------------------------------------------------- one runner
 
@@ -467,6 +511,11 @@ def write_configs(tmp: Path, tool: str, services: list[tuple[str, list[str]]], *
         (d / "services.toml").write_text("\n".join(parts))
         return ([str(venv_bin / "entrypoint"), "-c", str(d / "services.toml")],
                 {"ENTRYPOINT_SOCKET": str(d / "ep.sock"), "ENTRYPOINT_NO_INSTALL": "1"})
+    if tool == "relay":
+        (d / "relay.py").write_text(RELAY)
+        (d / "services.json").write_text(json.dumps(
+            [{"name": name, "argv": argv} for name, argv in services]))
+        return [sys.executable, str(d / "relay.py"), str(d / "services.json")], {}
     if tool == "supervisord":
         conf = textwrap.dedent(f"""\
             [supervisord]
@@ -532,6 +581,7 @@ def base_env(tmp: Path) -> dict:
 
 PREFIX = {
     "entrypoint": rb"(?P<pre>s\d+) +\| ",
+    "relay": rb"(?P<pre>s\d+) +\| ",
     "supervisord": rb"",
     "honcho": rb"\d\d:\d\d:\d\d (?P<pre>s\d+)\.1 +\| ",
 }
@@ -605,6 +655,8 @@ class Bench:
         if result["lines"] < 4 * n:
             self.note(f"bare {mode} drain counted {result['lines']} of {4 * n} lines")
         self.add(f"log.bare_{mode}", 4 * n / (result["t_end"] - start_at) / 1e6)
+        if result.get("t_first"):
+            self.add(f"log_after.bare_{mode}", (4 * n - 1) / (result["t_end"] - result["t_first"]) / 1e6)
         kill_everything()
 
     def log_run(self, tool: str, n: int, tty: bool = True) -> None:
@@ -637,6 +689,10 @@ class Bench:
         if prev is None or check["intact"] < prev["intact"]:
             self.checks[key] = check
         self.add(key, check["intact"] / (end - start_at) / 1e6 if end else 0.0)
+        if end and trial.t_first is not None and end > trial.t_first:
+            # after the first line: what the runner's start-up no longer weighs on
+            self.add(key.replace("log.", "log_after.", 1),
+                     (check["intact"] - 1) / (end - trial.t_first) / 1e6)
         if check["lost"] or check["cut_or_mixed"] or check["wrong_prefix"]:
             print(f"  {key}: {check}", file=sys.stderr)
 
@@ -655,6 +711,7 @@ class Bench:
                 self.note(f"{tool}: only {trial.count} of {count} services came up")
                 return
             self.add(f"start.{tool}", trial.t_target - trial.t_launch)
+            self.add(f"first.{tool}", trial.t_first - trial.t_launch)
             time.sleep(1.0)                  # settle: supervisord finishes its bookkeeping
             self.add(f"pss.{tool}", pss_kb(trial.pid) / 1024)
             tree = runner_tree(trial.pid)
@@ -794,6 +851,8 @@ def run(args) -> dict:
                 if "entrypoint" in tools:
                     bench.log_run("entrypoint", n, tty=True)
                     bench.log_run("entrypoint", n, tty=False)
+                if "relay" in tools:
+                    bench.log_run("relay", n, tty=False)
                 if "supervisord" in tools:
                     bench.log_run("supervisord", n)
                 if "honcho" in tools and r < args.honcho_log_rounds:
@@ -918,10 +977,41 @@ def goals(s: dict, checks: dict) -> list[dict]:
     return g
 
 
+def targets(s: dict, checks: dict) -> list[dict]:
+    """Each target of issue 12 (start like a minimal Python supervisor), same shape as goals."""
+    g = []
+
+    def add(name, value, threshold, better, detail="x"):
+        met = None if value is None else (value >= threshold if better == "higher" else value <= threshold)
+        g.append({"goal": name, "value": value, "threshold": threshold, "better": better,
+                  "met": met, "detail": detail})
+
+    def ratio(a, b):
+        return _ratio(s, a, b)
+
+    add("start of 50 services vs the relay", ratio("start.entrypoint", "start.relay"), 1.3, "lower")
+    add("start of 50 services vs bare posix_spawn", ratio("start.entrypoint", "start.bare_posix_spawn"), 3.0, "lower")
+    add("time to the first line vs the relay", ratio("first.entrypoint", "first.relay"), 1.3, "lower")
+    add("streaming, pipes, after the first line, vs the relay", ratio("log_after.entrypoint_pipe", "log_after.relay"), 0.9, "higher")
+    add("streaming, pipes, in total, vs the relay", ratio("log.entrypoint_pipe", "log.relay"), 0.9, "higher")
+    add("streaming, PTYs, after the first line, vs bare PTY drain", ratio("log_after.entrypoint_pty", "log_after.bare_pty"), 0.9, "higher")
+    add("streaming, PTYs, in total, vs bare PTY drain", ratio("log.entrypoint_pty", "log.bare_pty"), 0.9, "higher")
+    add("stop of 50 vs the relay", ratio("stop.entrypoint", "stop.relay"), 1.0, "lower")
+    add("stop of 50 vs bare SIGTERM + waitpid", ratio("stop.entrypoint", "stop.bare_posix_spawn"), 3.0, "lower")
+    add("runner PSS vs a bare sleeping interpreter", ratio("pss.entrypoint", "pss.bare_python"), 1.3, "lower")
+    bad = sum(c["lost"] + max(0, c["cut_or_mixed"]) + c["wrong_prefix"]
+              for k, c in checks.items() if k.startswith("log.entrypoint"))
+    add("lines lost, cut or mixed by entrypoint (every round)", float(bad) if checks else None, 0, "lower", "lines")
+    add("idle wake-ups, 10 services", med(s, "idle_wakeups.entrypoint"), 0.0, "lower", "/s")
+    add("`entrypoint list` vs `supervisorctl status`", ratio("list.entrypoint", "list.supervisord"), 0.5, "lower")
+    return g
+
+
 ROWS = [
     # (label, key template, unit, lower is better)
     ("log throughput, 4 x N lines, prefixed (M lines/s)", "log.{}", "M lines/s"),
     ("start of 50 services, launch -> all alive (ms)", "start.{}", "ms"),
+    ("first line of 50 services, launch -> first line (ms)", "first.{}", "ms"),
     ("shutdown of 50 services, SIGTERM -> exit (ms)", "stop.{}", "ms"),
     ("runner PSS with 50 services (MB)", "pss.{}", "MB"),
     ("runner + helper processes PSS (MB)", "pss_tree.{}", "MB"),
@@ -929,6 +1019,19 @@ ROWS = [
     ("idle wake-ups, 10 services (per s)", "idle_wakeups.{}", "/s"),
     ("`list` / `supervisorctl status` latency (ms)", "list.{}", "ms"),
 ]
+
+
+def _goal_table(w, rows: list[dict]) -> None:
+    w("| goal | measured | target | met |")
+    w("| --- | --- | --- | --- |")
+    for g in rows:
+        v = g["value"]
+        shown = "n/a" if v is None else (f"{v:.2f}{g['detail']}" if g["detail"] == "x"
+                                         else f"{v:g} {g['detail']}")
+        op = ">=" if g["better"] == "higher" else "<="
+        met = {True: "yes", False: "**no**", None: "not measured"}[g["met"]]
+        w(f"| {g['goal']} | {shown} | {op} {g['threshold']:g}{'x' if g['detail'] == 'x' else ''} | {met} |")
+    w("")
 
 
 def write_report(result: dict, out_dir: Path) -> None:
@@ -944,7 +1047,8 @@ def write_report(result: dict, out_dir: Path) -> None:
         values = s.get(key)
         if not values:
             return "n/a"
-        unit = next((u for _, k, u in ROWS if k.split(".")[0] == key.split(".")[0]), "ms")
+        unit = "M lines/s" if key.startswith("log") else next(
+            (u for _, k, u in ROWS if k.split(".")[0] == key.split(".")[0]), "ms")
         text = fmt(statistics.median(values), unit)
         if len(values) > 1 and unit in ("M lines/s", "ms"):
             text += f" <sub>({fmt(min(values), unit)}-{fmt(max(values), unit)})</sub>"
@@ -957,27 +1061,24 @@ def write_report(result: dict, out_dir: Path) -> None:
       f"{time.strftime('%Y-%m-%d', time.gmtime())}: {p['rounds']} round(s), medians "
       f"(min-max in small print). Re-run it with `python3 scripts/bench.py` "
       f"(`--quick` for a fast check); it took {result['elapsed']:.0f} s here.\n")
-    w("## Goals (issue 4), as ratios measured side by side in this run\n")
-    w("Ratios are medians of per-round ratios (both sides measured in the same round).\n")
-    w("| goal | measured | target | met |")
-    w("| --- | --- | --- | --- |")
-    for g in goals(s, checks):
-        v = g["value"]
-        shown = "n/a" if v is None else (f"{v:.2f}{g['detail']}" if g["detail"] == "x"
-                                         else f"{v:g} {g['detail']}")
-        op = ">=" if g["better"] == "higher" else "<="
-        met = {True: "yes", False: "**no**", None: "not measured"}[g["met"]]
-        w(f"| {g['goal']} | {shown} | {op} {g['threshold']:g}{'x' if g['detail'] == 'x' else ''} | {met} |")
-    w("")
+    w("## Targets (issue 12), as ratios measured side by side in this run\n")
+    w("Ratios are medians of per-round ratios (both sides measured in the same round). "
+      "The relay is the 40-line stdlib reference runner in `scripts/bench.py` (one pipe per "
+      "service, `poll()`, 64 KiB reads, one `bytes.replace` per chunk).\n")
+    _goal_table(w, targets(s, checks))
+    w("## Goals (issue 4)\n")
+    _goal_table(w, goals(s, checks))
     w("## Results\n")
-    w("| measurement | entrypoint | supervisord | honcho | bare (the machine's limit) |")
-    w("| --- | --- | --- | --- | --- |")
-    w(f"| log throughput, PTYs, 4 x {p['lines']:,} lines of 80 bytes (M lines/s) | "
-      f"{cell('log.entrypoint_pty')} prefixed | n/a | n/a | {cell('log.bare_pty')} drain only; "
-      f"{cell('log.forward_pty')} drain + prefix + write |")
-    w(f"| log throughput, pipes (M lines/s) | {cell('log.entrypoint_pipe')} prefixed, `tty = false` | "
-      f"{cell('log.supervisord')} unprefixed | {cell('log.honcho')} prefixed | {cell('log.bare_pipe')} "
-      f"drain only; {cell('log.forward_pipe')} drain + prefix + write |")
+    w("| measurement | entrypoint | relay | supervisord | honcho | bare (the machine's limit) |")
+    w("| --- | --- | --- | --- | --- | --- |")
+    for suffix, what in (("", "in total"), ("_after", "after the first line")):
+        w(f"| log throughput, PTYs, 4 x {p['lines']:,} lines of 80 bytes, {what} (M lines/s) | "
+          f"{cell(f'log{suffix}.entrypoint_pty')} prefixed | n/a | n/a | n/a | "
+          f"{cell(f'log{suffix}.bare_pty')} drain only; {cell('log.forward_pty') if not suffix else 'n/a'} drain + prefix + write |")
+        w(f"| log throughput, pipes, {what} (M lines/s) | {cell(f'log{suffix}.entrypoint_pipe')} prefixed, `tty = false` | "
+          f"{cell(f'log{suffix}.relay')} prefixed | {cell(f'log{suffix}.supervisord')} unprefixed | "
+          f"{cell(f'log{suffix}.honcho')} prefixed | {cell(f'log{suffix}.bare_pipe')} "
+          f"drain only; {cell('log.forward_pipe') if not suffix else 'n/a'} drain + prefix + write |")
     for label, key, unit in ROWS[1:]:
         bare = "n/a"
         if key.startswith("start") and "spread" not in key:
@@ -988,7 +1089,7 @@ def write_report(result: dict, out_dir: Path) -> None:
             bare = f"{cell('pss.bare_python')} (`python -c 'sleep'`)"
         row = [cell(key.format(t)) for t in TOOLS]
         if key.startswith("list"):
-            row[2] = "no such command"
+            row[1] = row[3] = "no such command"
         w(f"| {label} | {' | '.join(row)} | {bare} |")
     w("")
     w("Plain init, no config: launch -> exit of `INIT -- true` (ms):\n")

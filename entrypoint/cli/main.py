@@ -96,8 +96,11 @@ def cmd_version(argv: list[str]) -> int:
     return 0
 
 
-def load_config(config_path: str | None, procfile: str | None, *, need_config: bool):
-    """Locate and validate the config: (Config or None, warnings). ConfigError on problems."""
+def load_config(config_path: str | None, procfile: str | None, *, need_config: bool,
+                keep: bool = False):
+    """Locate and validate the config: (Config or None, warnings). ConfigError on problems.
+
+    `keep`: also write the validated form for `run` (config/cache.py), as `check` does."""
     from entrypoint.config import load as config_mod
 
     located = config_mod.locate(config_path, procfile, os.environ)
@@ -108,7 +111,13 @@ def load_config(config_path: str | None, procfile: str | None, *, need_config: b
                              f"ENTRYPOINT_CONFIG, or give a command to run")
         return None, []
     path, kind = located
-    return config_mod.load(path, kind, os.environ)
+    if not keep:
+        return config_mod.load(path, kind, os.environ)
+    from entrypoint.config import cache
+
+    environ = cache.RecordingEnv(os.environ)
+    config, warnings = config_mod.load(path, kind, environ)
+    return config, warnings, lambda: cache.save(path, kind, config, warnings, environ.used)
 
 
 def cmd_check(argv: list[str]) -> int:
@@ -125,8 +134,8 @@ def cmd_check(argv: list[str]) -> int:
     options.check_environment(os.environ, options.RUN)
     from entrypoint.config import graph
 
-    config, warnings = load_config(values.get("config"), values.get("procfile"),
-                                   need_config=True)
+    config, warnings, keep = load_config(values.get("config"), values.get("procfile"),
+                                         need_config=True, keep=True)
     for problem in warnings:
         print(f"warning: {problem.render()}", file=sys.stderr)
     if values.get("strict"):
@@ -136,6 +145,7 @@ def cmd_check(argv: list[str]) -> int:
         found = preflight.problems(config)
         if found:
             raise ConfigError(config.source, found)
+    keep()      # only a config that passed, --strict included, is kept for `run`
     enabled = [s for s in config.services if s.enabled]
     layers = graph.start_layers(config.services)
     order = " -> ".join("[" + ", ".join(layer) + "]" for layer in layers) or "(none)"
@@ -161,11 +171,13 @@ def cmd_run(argv: list[str]) -> int:
     from entrypoint.cli.run import catch_early_signals, run
 
     catch_early_signals()
-    # Validate in a child from here on, while this process imports the runtime.
-    from entrypoint.config import isolate
+    validation = _cached(options)
+    if validation is None:
+        # Validate in a child from here on, while this process imports the runtime.
+        from entrypoint.config import isolate
 
-    validation = isolate.start(load_config, options.config, options.procfile,
-                               need_config=not options.cmd)
+        validation = isolate.start(load_config, options.config, options.procfile,
+                                   need_config=not options.cmd)
     status = run(options, validation)
     if _WHOLE_PROCESS:
         _exit_now(status)
@@ -189,6 +201,32 @@ def _hold_closed_stdio() -> None:
                 return
             if held != fd:          # a lower one was free after all: not ours to fill
                 os.close(held)
+
+
+class _Validated:
+    def __init__(self, answer):
+        self.answer = answer
+
+    def result(self):
+        return self.answer
+
+
+def _cached(options) -> _Validated | None:
+    """What `entrypoint check` kept for this config, when nothing it read has changed."""
+    from entrypoint.config.locate import locate
+
+    located = locate(options.config, options.procfile, os.environ)
+    if located is None:
+        return None
+    from entrypoint.config import cache
+
+    answer = cache.load(*located, os.environ)
+    if answer is None:
+        return None
+    from entrypoint.config.isolate import import_asyncio_without_ssl
+
+    import_asyncio_without_ssl()    # as isolate.start does: ssl is 4.8 MB of PSS
+    return _Validated(answer)
 
 
 def _plain_init(options) -> bool:
