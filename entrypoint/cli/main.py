@@ -117,7 +117,7 @@ def load_config(config_path: str | None, procfile: str | None, *, need_config: b
 
     environ = cache.RecordingEnv(os.environ)
     config, warnings = config_mod.load(path, kind, environ)
-    return config, warnings, lambda: cache.save(path, kind, config, warnings, environ.used)
+    return config, warnings, lambda: cache.save(path, kind, config, warnings, environ)
 
 
 def cmd_check(argv: list[str]) -> int:

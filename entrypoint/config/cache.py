@@ -123,14 +123,15 @@ def locations(path: str) -> list[str]:
 # ------------------------------------------------------------------ writing (check)
 
 def save(path: str, kind: str, config, warnings: list[Problem],
-         env_used: Mapping[str, str | None]) -> str | None:
-    """Write the validated form; the path written, or None when no place would take it."""
+         environ: RecordingEnv) -> str | None:
+    """Write the validated form; the path written, or None when no place would take it.
+
+    `environ` is the RecordingEnv the validation was given."""
     files = _env_files(config)
-    used = dict(env_used)
     for name in _dotenv_names(files):
-        used.setdefault(name, os.environ.get(name))
+        environ.get(name)               # noted, as used: its value went into the env file's
     try:
-        body = {"key": _key(path, kind, used, files), "config": _encode(config),
+        body = {"key": _key(path, kind, environ.used, files), "config": _encode(config),
                 "warnings": [list(p._key()) for p in warnings]}
         data = json.dumps(body, separators=(",", ":")).encode()
     except (TypeError, ValueError):
