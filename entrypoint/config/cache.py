@@ -10,7 +10,7 @@ is unchanged:
   the content but not the inode or mtime, and an edit within one mtime tick that keeps
   the size would fool mtime+size+inode; hashing a few KiB costs well under a millisecond;
 - every environment variable the validation asked for (present or absent), by hash:
-  `${VAR}` in the config, `KEY` alone and `${VAR}` in env files, PATH, ENTRYPOINT_WEB_*;
+  `${VAR}` in the config, `KEY` alone and `${VAR}` in env files, PATH, the web face's;
 - entrypoint's version and the effective uid (a root check says nothing of a non-root run).
 
 Anything else means: validate as without a cache. A cache file is trusted only when it is
