@@ -7,7 +7,6 @@ Pure functions over names and `depends_on` pairs; no pydantic, no I/O. `config.p
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
@@ -30,6 +29,8 @@ def label(index: int, name: str) -> str:
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     """`did you mean "x"?` for the closest candidate, or "" when none is close."""
+    import difflib      # here: only a typo needs it, and the runner imports this module
+
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return f'did you mean "{close[0]}"?' if close else ""
 

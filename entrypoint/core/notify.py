@@ -29,7 +29,6 @@ import socket
 import struct
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Callable
 
 MAX_DATAGRAM = 4096      # systemd's own limit (NOTIFY_BUFFER_MAX), so the same daemons fit
@@ -76,6 +75,8 @@ def parse_when(text: str, now: float) -> float:
         elif text.replace(".", "", 1).isdigit():
             value = float(text)
         else:
+            from datetime import datetime, timezone   # only an ISO X_NEXT_RUN needs it
+
             moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=timezone.utc)

@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from entrypoint.core import health, ports, readiness
+from entrypoint.core import ports, readiness
 from entrypoint.core.child import Child
 from entrypoint.core.hooks import child_spawner, run_hook
 from entrypoint.core.notify import NotifyState
@@ -396,6 +396,8 @@ class Service:
         return (status.shell_status if status else None), text
 
     def _monitor_health(self, child: Child):
+        from entrypoint.core import health     # only a service with a healthcheck needs it
+
         return health.monitor(self, child)
 
     # -- reporting --------------------------------------------------------------------
