@@ -496,8 +496,11 @@ class Trial:
 # ----------------------------------------------------------------------------- configs
 
 def write_configs(tmp: Path, tool: str, services: list[tuple[str, list[str]]], *,
-                  tty: bool = True) -> tuple[list[str], dict]:
-    """Files for `tool` running `services` [(name, argv)]; returns (runner argv, extra env)."""
+                  tty: bool = True, check: bool = True) -> tuple[list[str], dict]:
+    """Files for `tool` running `services` [(name, argv)]; returns (runner argv, extra env).
+
+    entrypoint's config is checked first (`entrypoint check`, untimed), as an image build
+    does: the run then starts from the validated form it keeps. `check=False`: not."""
     venv_bin = Path(sys.executable).parent
     d = tmp / tool
     shutil.rmtree(d, ignore_errors=True)
@@ -509,6 +512,9 @@ def write_configs(tmp: Path, tool: str, services: list[tuple[str, list[str]]], *
                          f"args = {json.dumps(argv[1:])}\nrestart = \"no\"\n"
                          + ("" if tty else "tty = false\n"))
         (d / "services.toml").write_text("\n".join(parts))
+        if check:
+            subprocess.run([str(venv_bin / "entrypoint"), "check", "-c", str(d / "services.toml")],
+                           env=base_env(tmp), capture_output=True, timeout=60, check=True)
         return ([str(venv_bin / "entrypoint"), "-c", str(d / "services.toml")],
                 {"ENTRYPOINT_SOCKET": str(d / "ep.sock"), "ENTRYPOINT_NO_INSTALL": "1"})
     if tool == "relay":
@@ -702,8 +708,19 @@ class Bench:
         return [(f"s{i}", ["/bin/sh", "-c", f"echo {MARKER.decode()} {i}; exec sleep 3600"])
                 for i in range(count)]
 
-    def fifty(self, tool: str, count: int, measure_stop: bool = True) -> None:
-        argv, extra = write_configs(self.tmp, tool, self.sleepers(count))
+    def fifty(self, tool: str, count: int, measure_stop: bool = True, check: bool = True) -> None:
+        argv, extra = write_configs(self.tmp, tool, self.sleepers(count), check=check)
+        if not check:                       # the config validated at start, as without a build
+            trial = Trial(argv, env={**base_env(self.tmp), **extra}, cwd=str(self.tmp / tool),
+                          marker=MARKER, target=count)
+            try:
+                if trial.wait_target(60, idle=30):
+                    self.add(f"start.{tool}_unchecked", trial.t_target - trial.t_launch)
+                    self.add(f"first.{tool}_unchecked", trial.t_first - trial.t_launch)
+                trial.stop(signal.SIGTERM, timeout=30)
+            finally:
+                kill_everything()
+            return
         env = {**base_env(self.tmp), **extra}
         trial = Trial(argv, env=env, cwd=str(self.tmp / tool), marker=MARKER, target=count)
         try:
@@ -800,6 +817,52 @@ class Bench:
         finally:
             kill_everything()
 
+    # -- the scaling curve: 10, 100, 500 services ------------------------------------------
+
+    def scale(self, count: int, seconds: float) -> None:
+        """Sleepers, then the same count printing a line a second each (a bash builtin
+        `read -t 1` on a FIFO nobody writes: no fork per line): start, `list`, PSS, CPU
+        idle and under that light output, stop. Keys `scale.<measure>.<count>`."""
+        fifo = self.tmp / "never-written"
+        if not fifo.exists():
+            os.mkfifo(fifo)
+        ticking = [(f"s{i}", ["/bin/bash", "-c", f"exec 9<>{fifo}; echo {MARKER.decode()} {i}; "
+                              f"while :; do read -t 1 -u 9; echo tick {i}; done"])
+                   for i in range(count)]
+        entrypoint = str(Path(self.python).parent / "entrypoint")
+        for kind, services in (("sleep", self.sleepers(count)), ("tick", ticking)):
+            argv, extra = write_configs(self.tmp, "entrypoint", services)
+            env = {**base_env(self.tmp), **extra}
+            trial = Trial(argv, env=env, cwd=str(self.tmp / "entrypoint"), marker=MARKER,
+                          target=count, expect_bytes=count * 40 * (int(seconds) + 30))
+            try:
+                if not trial.wait_target(120, idle=60):
+                    self.note(f"scale {count} ({kind}): only {trial.count} came up")
+                    return
+                if kind == "sleep":
+                    self.add(f"scale.start.{count}", trial.t_target - trial.t_launch)
+                time.sleep(2.0)
+                ns0, sw0 = cpu_and_wakeups([trial.pid])
+                time.sleep(seconds)
+                ns1, sw1 = cpu_and_wakeups([trial.pid])
+                self.add(f"scale.cpu_{kind}.{count}", (ns1 - ns0) / 1e6 / seconds)
+                if kind == "sleep":
+                    self.add(f"scale.wakeups.{count}", (sw1 - sw0) / seconds)
+                    self.add(f"scale.pss.{count}", pss_kb(trial.pid) / 1024)
+                    times = []
+                    for _ in range(5):
+                        began = time.perf_counter()
+                        subprocess.run([entrypoint, "list"], env=env, capture_output=True, timeout=30)
+                        times.append(time.perf_counter() - began)
+                    self.add(f"scale.list.{count}", statistics.median(times))
+                    took = trial.stop(signal.SIGTERM, timeout=60)
+                    if took is not None:
+                        self.add(f"scale.stop.{count}", took)
+                else:
+                    trial.stop(signal.SIGTERM, timeout=60)
+            finally:
+                kill_everything()
+
     def list_latency(self, argv: list[str], env: dict, tool: str, runs: int) -> None:
         if tool == "entrypoint" and not self.has_list:
             return
@@ -864,9 +927,15 @@ def run(args) -> dict:
                 for tool in tools:
                     bench.fifty(tool, args.services, measure_stop=(
                         tool != "supervisord" or r < args.supervisord_stop_rounds))
+                if "entrypoint" in tools:
+                    bench.fifty("entrypoint", args.services, check=False)
         if "init" in only:
             print(f"plain init: {args.init_runs} runs of each, interleaved", file=sys.stderr)
             bench.plain_init(args.init_runs)
+        if "scale" in only:
+            for count in (10, 100, 500):
+                print(f"scaling curve: {count} services", file=sys.stderr)
+                bench.scale(count, args.idle)
         if "idle" in only:
             print(f"idle {args.idle:g}s with 10 services, and the status query", file=sys.stderr)
             for tool in tools:
@@ -1106,8 +1175,9 @@ def write_report(result: dict, out_dir: Path) -> None:
         w(f"| {key.split('.', 1)[1]} | {c['expected']:,} | {c['intact']:,} | {c['lost']:,} | "
           f"{max(0, c['cut_or_mixed']):,} | {c['wrong_prefix']:,} | {c['duplicates']:,} |")
     w("")
+    lines += scale_section(s)
     if chart:
-        w(f"![bar charts of the results]({chart.name})\n")
+        w(f"![bar charts of the results, and the scaling curve]({chart.name})\n")
     w("## Reading the misses\n")
     r_fwd_pty = _ratio(s, "log.entrypoint_pty", "log.forward_pty")
     r_fwd_pipe = _ratio(s, "log.entrypoint_pipe", "log.forward_pipe")
@@ -1227,6 +1297,67 @@ def _x(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0%}"
 
 
+SCALE = [  # (measure, label, unit, per service)
+    ("start", "start, launch -> all alive", "ms", True),
+    ("stop", "stop, SIGTERM -> exit", "ms", True),
+    ("list", "`entrypoint list`", "ms", False),
+    ("pss", "runner PSS", "MB", False),
+    ("cpu_sleep", "runner CPU, idle", "ms/s", False),
+    ("cpu_tick", "runner CPU, 1 line/s per service", "ms/s", False),
+    ("wakeups", "runner wake-ups, idle", "/s", False),
+]
+
+
+def scale_counts(s: dict) -> list[int]:
+    return sorted({int(k.rsplit(".", 1)[1]) for k in s if k.startswith("scale.")})
+
+
+def scale_section(s: dict) -> list[str]:
+    """The scaling curve as a table: each measure at each count, and per service."""
+    counts = scale_counts(s)
+    if not counts:
+        return []
+    out = ["## Scaling curve: 10, 100 and 500 services\n",
+           "Sleepers (`sh -c 'echo ...; exec sleep 3600'`), then the same number of services "
+           "printing one line a second each. Cost per service = measure / services; it must "
+           "not grow with the count (that would be worse than linear).\n",
+           "| measure | " + " | ".join(f"{n} services" for n in counts) + " | per service at "
+           + " / ".join(str(n) for n in counts) + " |",
+           "| --- | " + " | ".join("---" for _ in counts) + " | --- |"]
+    for key, label, unit, _ in SCALE:
+        values = [med(s, f"scale.{key}.{n}") for n in counts]
+        if all(v is None for v in values):
+            continue
+        scale = 1000 if unit == "ms" else 1
+        shown = ["n/a" if v is None else f"{v * scale:.3g}" for v in values]
+        per = ["n/a" if v is None else f"{v * scale / n:.3g}" for v, n in zip(values, counts)]
+        out.append(f"| {label} ({unit}) | " + " | ".join(shown) + " | " + " / ".join(per) + " |")
+    out.append("")
+    return out
+
+
+def _draw_scale(axes, s: dict, counts: list[int]) -> None:
+    groups = [("cost per service (ms): start and stop", ["start", "stop"]),
+              ("runner PSS (MB) and `list` (ms)", ["pss", "list"]),
+              ("runner CPU (ms per s)", ["cpu_sleep", "cpu_tick"])]
+    info = {k: (label, unit, per) for k, label, unit, per in SCALE}
+    for ax, (title, keys) in zip(axes, groups):
+        for key in keys:
+            label, unit, per = info[key]
+            xs, ys = [], []
+            for n in counts:
+                v = med(s, f"scale.{key}.{n}")
+                if v is not None:
+                    xs.append(n)
+                    ys.append(v * (1000 if unit == "ms" else 1) / (n if per else 1))
+            ax.plot(xs, ys, marker="o", label=label)
+        ax.set_xscale("log")
+        ax.set_xticks(counts, [str(n) for n in counts])
+        ax.set_xlabel("services")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7)
+
+
 def draw_chart(s: dict, path: Path) -> Path | None:
     try:
         import matplotlib
@@ -1237,17 +1368,18 @@ def draw_chart(s: dict, path: Path) -> Path | None:
     panels = [
         ("log throughput (M lines/s, higher is better)", [
             ("bare PTY\ndrain", "log.bare_pty"), ("entrypoint\nPTY", "log.entrypoint_pty"),
-            ("bare PTY\nforward", "log.forward_pty"),
+            ("bare PTY\nforward", "log.forward_pty"), ("relay\npipes", "log.relay"),
             ("bare pipe\nforward", "log.forward_pipe"), ("entrypoint\npipes", "log.entrypoint_pipe"),
             ("supervisord\nunprefixed", "log.supervisord"), ("honcho", "log.honcho")], 1),
         ("start of 50 services (ms)", [
-            ("bare\nposix_spawn", "start.bare_posix_spawn"), ("entrypoint", "start.entrypoint"),
+            ("bare\nposix_spawn", "start.bare_posix_spawn"), ("relay", "start.relay"),
+            ("entrypoint", "start.entrypoint"), ("entrypoint\nunchecked", "start.entrypoint_unchecked"),
             ("honcho", "start.honcho"), ("supervisord", "start.supervisord")], 1000),
         ("shutdown of 50 services (ms, log scale)", [
-            ("bare", "stop.bare_posix_spawn"), ("entrypoint", "stop.entrypoint"),
+            ("bare", "stop.bare_posix_spawn"), ("relay", "stop.relay"), ("entrypoint", "stop.entrypoint"),
             ("honcho", "stop.honcho"), ("supervisord", "stop.supervisord")], 1000),
         ("runner PSS with 50 services (MB)", [
-            ("bare\npython", "pss.bare_python"), ("entrypoint", "pss.entrypoint"),
+            ("bare\npython", "pss.bare_python"), ("relay", "pss.relay"), ("entrypoint", "pss.entrypoint"),
             ("supervisord", "pss.supervisord"), ("honcho", "pss.honcho"),
             ("honcho +\nhelpers", "pss_tree.honcho")], 1),
         ("idle wake-ups per s (10 services)", [
@@ -1257,8 +1389,9 @@ def draw_chart(s: dict, path: Path) -> Path | None:
             ("entrypoint\nlist", "list.entrypoint"), ("supervisorctl\nstatus", "list.supervisord")], 1000),
     ]
     colors = {"entrypoint": "#1f77b4", "bare": "#7f7f7f", "supervisord": "#ff7f0e",
-              "honcho": "#2ca02c"}
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+              "honcho": "#2ca02c", "relay": "#8c564b"}
+    counts = scale_counts(s)
+    fig, axes = plt.subplots(3 if counts else 2, 3, figsize=(15, 12.5 if counts else 8.5))
     for ax, (title, bars, scale) in zip(axes.flat, panels):
         labels, values, cols = [], [], []
         for label, key in bars:
@@ -1276,7 +1409,9 @@ def draw_chart(s: dict, path: Path) -> Path | None:
             ax.set_yscale("log")
         for i, v in enumerate(values):
             ax.annotate(f"{v:.3g}", (i, v), ha="center", va="bottom", fontsize=8)
-    fig.suptitle("entrypoint vs supervisord vs honcho (medians; scripts/bench.py)")
+    if counts:
+        _draw_scale(axes[2], s, counts)
+    fig.suptitle("entrypoint vs the relay, supervisord and honcho (medians; scripts/bench.py)")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -1299,8 +1434,8 @@ def main() -> int:
     p.add_argument("--list-runs", type=int, help="status queries per runner (15; 5 quick)")
     p.add_argument("--honcho-log-rounds", type=int, default=2)
     p.add_argument("--supervisord-stop-rounds", type=int, default=2)
-    p.add_argument("--only", default="log,services,idle,init",
-                   help="measurement groups to run: log, services, idle, init (default: all)")
+    p.add_argument("--only", default="log,services,idle,init,scale",
+                   help="measurement groups to run: log, services, idle, init, scale (default: all)")
     p.add_argument("--init-runs", type=int, help="plain-init starts of each (40; 15 quick)")
     p.add_argument("--tools", default=",".join(TOOLS),
                    help="runners to measure (default: entrypoint,supervisord,honcho)")
