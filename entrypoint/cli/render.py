@@ -34,11 +34,26 @@ def exit_text(exit: dict | None) -> str:
     return str(exit.get("code"))
 
 
+def next_run_text(at: float | None, now: float | None = None) -> str:
+    """`12:05:00 (in 42s)`; the date too when it is not within a day; `-` for None."""
+    if at is None:
+        return "-"
+    now = time.time() if now is None else now
+    shown = time.strftime("%H:%M:%S" if abs(at - now) < 86400 else "%Y-%m-%d %H:%M",
+                          time.localtime(at))
+    return f"{shown} (in {human_duration(max(0.0, at - now))})"
+
+
 def render_list(services: list[dict]) -> str:
     rows = [[s["name"], s["state"], s["health"], s["pid"] if s["pid"] is not None else "-",
              human_duration(s.get("uptime")), s.get("restarts", 0), exit_text(s.get("exit"))]
             for s in services]
-    return format_table(["NAME", "STATE", "HEALTH", "PID", "UPTIME", "RESTARTS", "EXIT"], rows)
+    headers = ["NAME", "STATE", "HEALTH", "PID", "UPTIME", "RESTARTS", "EXIT"]
+    if any(s.get("job") for s in services):      # jobs: when each runs next
+        headers.append("NEXT RUN")
+        for row, s in zip(rows, services):
+            row.append(next_run_text(s.get("next_run")) if s.get("job") else "")
+    return format_table(headers, rows)
 
 
 def _clock(t: float) -> str:
@@ -69,6 +84,17 @@ def render_status(s: dict) -> str:
         field("depends on", ", ".join(f"{d} ({c})" for d, c in s["depends_on"]))
     kind = "oneshot" if s.get("oneshot") else f"restart = {s.get('restart', '?')}"
     field("policy", kind + (", required" if s.get("required") else ""))
+    job = s.get("job")
+    if job:
+        field("schedule", f"{job['schedule']}, overlap = {job['overlap']}"
+                          + (", paused (disabled)" if job.get("paused") else ""))
+        field("next run", next_run_text(s.get("next_run")))
+        field("runs", f"{job['runs']} since the runner started, {job['skipped']} skipped")
+        last = s.get("last_run")
+        if last:
+            field("last run", f"{_clock(last['started'])}, {last['trigger']}, "
+                              f"{'ok' if last['ok'] else 'failed'} ({last['why']}), "
+                              f"{last['ended'] - last['started']:.1f}s")
     field("restarts", s.get("restarts", 0))
     exit = s.get("exit")
     field("last exit", exit["text"] if exit else "-")

@@ -182,6 +182,15 @@ def _tcp(v: Any) -> str:
     return _no_nul(v)
 
 
+def _every(v: Any) -> float:
+    from entrypoint.core.schedule import parse_every   # pure; cronsim is not imported
+
+    try:
+        return parse_every(v)
+    except ValueError as e:
+        raise _fail(str(e), 'e.g. every = "10m" or every = 30') from None
+
+
 Seconds = _duration(zero_ok=False)
 SecondsOrZero = _duration(zero_ok=True)
 Ident = Annotated[str, PlainValidator(_ident)]
@@ -243,6 +252,14 @@ class ServiceModel(_Model):
     restart_delay_max: Seconds = 30.0
     restart_limit: RestartLimit = 5
     stable_after: Seconds = 10.0
+    # A job (CONTRACT §11): checked against each other in resolve.py.
+    schedule: Text | None = None
+    every: Annotated[float, PlainValidator(_every)] | None = None
+    retry_every: Annotated[float, PlainValidator(_every)] | None = None
+    timezone: Text | None = None
+    run_on_start: StrictBool = False
+    overlap: Literal["skip", "queue", "replace"] = "skip"
+    timeout: Seconds | None = None
 
 
 class TimeoutsModel(_Model):

@@ -35,6 +35,19 @@ class HealthSpec:
 
 
 @dataclass(frozen=True)
+class JobSpec:
+    """When a job runs (CONTRACT §11). Exactly one of `schedule` (cron) and `every` is set."""
+
+    schedule: str | None = None      # 5-field cron, @hourly/@daily/... already expanded
+    every: float | None = None       # seconds
+    retry_every: float | None = None # after a failed run, instead of the schedule
+    timezone: str = "UTC"            # tz database name; cron times are read in it
+    run_on_start: bool = False
+    overlap: Literal["skip", "queue", "replace"] = "skip"
+    timeout: float | None = None     # one run's bound: stop signal, then SIGKILL
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     name: str
     argv: tuple[str, ...]            # resolved: argv[0] is an absolute path (or "/bin/sh" for shell)
@@ -62,6 +75,7 @@ class ServiceSpec:
     restart_delay_max: float = 30.0
     restart_limit: int = 5
     stable_after: float = 10.0
+    job: JobSpec | None = None       # set: a scheduled job, SCHEDULED between runs
 
     def environment(self) -> dict[str, str]:
         return dict(self.env)

@@ -186,7 +186,11 @@ class Operations:
             spec = service.spec
             if not spec.enabled:
                 continue
-            if spec.oneshot:
+            if spec.job is not None:
+                if service.state not in (State.SCHEDULED, State.STARTING, State.RUNNING,
+                                         State.STOPPING):
+                    problems.append(f"{service.name}: {service.state.value} (a job)")
+            elif spec.oneshot:
                 if service.state != State.COMPLETED:
                     problems.append(f"{service.name}: {service.state.value} "
                                     f"(a oneshot, not COMPLETED)")
@@ -279,14 +283,30 @@ class Operations:
     async def start_and_wait(self, services: list[Service], what: str) -> dict:
         """Start `services` and return once each is RUNNING (a oneshot COMPLETED) or failed."""
         marks = [(s.last_exit, s.last_error) for s in services]
+        runs = {s.name: s.job.runs for s in services if s.job is not None}
         for service in services:
-            service.start()
-        results = await asyncio.gather(*(self._until_up(s, *m) for s, m in zip(services, marks)))
+            if service.job is not None and what == "start":
+                service.run_now()        # a job runs now (CONTRACT §11)
+            else:
+                service.start()
+        results = await asyncio.gather(*(
+            self._until_run(s, runs[s.name], *m) if s.name in runs and what == "start"
+            else self._until_up(s, *m) for s, m in zip(services, marks)))
         failed = [r for r in results if not r["ok"]]
         if failed:
             why = "; ".join(f'{r["name"]}: {r["error"]}' for r in failed)
             raise OperationError("failed", f"{what} failed: {why}", services=results)
         return {"services": results}
+
+    async def _until_run(self, service: Service, runs_before: int, exit_before,
+                         error_before) -> dict:
+        """A job's `start`: done once its run began (it may end at once), or it failed."""
+        while True:
+            if service.job.runs > runs_before or service.job.running is not None:
+                return self._result(service, True)
+            if service.state in (State.FAILED, State.STOPPED, State.DISABLED):
+                return self._result(service, False, self._why(service, exit_before, error_before))
+            await service.changed()
 
     async def _until_up(self, service: Service, exit_before, error_before) -> dict:
         loop = asyncio.get_running_loop()

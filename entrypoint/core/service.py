@@ -46,6 +46,7 @@ class Runtime:
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     spawn: Callable[..., Child] | None = None
     clock: Callable[[], float] | None = None
+    wall: Callable[[], float] = time.time      # a job's schedule reads the wall clock
 
     def __post_init__(self) -> None:
         if self.spawn is None:
@@ -85,6 +86,11 @@ class Service:
         self._changed = asyncio.Event()
         self.hook: tuple[Child, str] | None = None    # a pre_script or post_script running
         self._child: Child | None = None               # the service's process, this run
+        self.last_run: dict | None = None
+        self.job = None
+        if spec.job is not None:
+            from entrypoint.core.job import Job      # cronsim only when a job exists
+            self.job = Job(self)
 
     @property
     def pid(self) -> int | None:
@@ -110,7 +116,7 @@ class Service:
                      "error")
         self.state = new
         self.history.append((time.time(), new.value, reason))
-        if new == State.RUNNING:
+        if new in (State.RUNNING, State.SCHEDULED):     # a job is up while it waits
             self.started_once = True
         if new == State.COMPLETED:
             self.completed_once = True
@@ -159,6 +165,13 @@ class Service:
         return self._task is not None and not self._task.done()
 
     # -- control ----------------------------------------------------------------------
+
+    def run_now(self) -> asyncio.Task:
+        """`start NAME`: a job runs now (CONTRACT §11); any other service starts."""
+        task = self.start()
+        if self.job is not None:
+            self.job.run_now("manual")
+        return task
 
     def start(self) -> asyncio.Task:
         """Begin a run (waiting for dependencies first); a no-op if one is under way."""
@@ -213,6 +226,9 @@ class Service:
     async def _run(self) -> None:
         try:
             if not await self._wait_dependencies():
+                return
+            if self.job is not None:
+                await self.job.main()
                 return
             policy = RestartPolicy(self.spec)
             while True:
@@ -328,6 +344,8 @@ class Service:
             self.say(self.last_error, "error")
             return Attempt(error=self.last_error)
         self._child = child
+        if self.job is not None:
+            self.job.spawned(child)
         self.started_at = time.time()
         began = rt.clock()
         monitor = None
@@ -384,5 +402,8 @@ class Service:
             "required": self.spec.required,
             "command": list(self.spec.argv), "user": self.spec.user,
             "history": [{"at": t, "state": s, "reason": r} for t, s, r in self.history],
+            "next_run": self.job.next_run if self.job is not None else None,
+            "job": self.job.snapshot() if self.job is not None else None,
+            "last_run": self.last_run,
             "last_check": check,
         }
