@@ -17,7 +17,7 @@ import os
 import sys
 
 from entrypoint.errors import EXIT_USAGE, EntrypointError, UsageError
-from entrypoint.cli.render import render_list, render_status
+from entrypoint.cli.render import render_history, render_list, render_status
 from entrypoint.control.client import QUERY_TIMEOUT, Connection, ReplyError, call
 
 
@@ -53,6 +53,13 @@ DESCRIPTIONS = {
     "health": "Exit 0 when every enabled service is RUNNING and healthy (oneshots "
               "COMPLETED), 1 otherwise: for a Docker HEALTHCHECK.",
     "exec": "Run CMD as service NAME would run: its user, group, environment and directory.",
+    "history": "Show the last runs of services (all when no NAME), oldest first: trigger, "
+               "start, duration, exit, outcome and why; with state_dir, runs before a "
+               "restart of the runner too.",
+    "enable": "Enable services at runtime and start them (a job: its schedule resumes); "
+              "kept across reloads, and across restarts with state_dir.",
+    "disable": "Disable services at runtime: stop them (a job: its schedule pauses); kept "
+               "across reloads, and across restarts with state_dir.",
 }
 
 
@@ -63,6 +70,9 @@ def parser(command: str) -> argparse.ArgumentParser:
     names = NAMES.get(command, "")
     p = _parser(command, DESCRIPTIONS[command], names=names,
                 json_flag=command not in ("logs", "shutdown"))
+    if command == "history":
+        p.add_argument("-n", "--lines", type=_count, default=20, metavar="N",
+                       help="how many runs (default 20)")
     if command == "logs":
         p.add_argument("-n", "--lines", type=_count, default=100, metavar="N",
                        help="how many lines (default 100)")
@@ -70,7 +80,8 @@ def parser(command: str) -> argparse.ArgumentParser:
     return p
 
 
-NAMES = {"status": "*", "start": "+", "stop": "+", "restart": "+", "logs": "*"}
+NAMES = {"status": "*", "start": "+", "stop": "+", "restart": "+", "logs": "*",
+         "history": "*", "enable": "+", "disable": "+"}
 
 
 def main(command: str, argv: list[str]) -> int:
@@ -85,8 +96,10 @@ def main(command: str, argv: list[str]) -> int:
         return EXIT_USAGE if exc.code not in (0, None) else 0
     if command == "logs":
         return cmd_logs(args)
-    waits = command in ("start", "stop", "restart", "reload")
+    waits = command in ("start", "stop", "restart", "reload", "enable", "disable")
     op_args = {"names": args.names} if names else {}
+    if command == "history":
+        op_args["lines"] = args.lines
     try:
         result = call(command, args.socket, None if waits else QUERY_TIMEOUT, **op_args)
     except ReplyError as exc:
@@ -95,7 +108,8 @@ def main(command: str, argv: list[str]) -> int:
             return exc.exit_status
         raise
     if getattr(args, "json", False):
-        shown = result["services"] if command in ("list",) else result
+        shown = (result["services"] if command in ("list",) else
+                 result["runs"] if command == "history" else result)
         if command == "status" and len(args.names) == 1:
             shown = result["services"][0]
         print(json.dumps(shown, indent=2))
@@ -182,7 +196,13 @@ def _show_health(result, args) -> int:
     return 1
 
 
-SHOW = {"list": _show_list, "status": _show_status, "start": _show_results,
+def _show_history(result, args) -> int:
+    print(render_history(result["runs"]) if result["runs"] else "no runs yet")
+    return 0
+
+
+SHOW = {"history": _show_history, "enable": _show_results, "disable": _show_results,
+        "list": _show_list, "status": _show_status, "start": _show_results,
         "stop": _show_results, "restart": _show_results, "reload": _show_reload,
         "shutdown": _show_shutdown, "health": _show_health}
 

@@ -15,7 +15,7 @@ from entrypoint import __version__
 from entrypoint.errors import EntrypointError, UsageError
 
 CONTROL_COMMANDS = ("list", "status", "start", "stop", "restart", "logs", "reload",
-                    "shutdown", "health", "exec")
+                    "shutdown", "health", "exec", "history", "enable", "disable")
 SUBCOMMANDS = ("run", "check", "install", "version", *CONTROL_COMMANDS)
 EXIT_CMD_NOT_FOUND = 127    # as a shell and `docker run` say it
 
@@ -29,6 +29,8 @@ usage:
   entrypoint list | status [NAME] | health     ask the running entrypoint
   entrypoint start|stop|restart NAME...
   entrypoint logs [NAME...] [-f] [-n LINES]
+  entrypoint history [NAME] [-n N]             the last runs: trigger, duration, exit, why
+  entrypoint enable|disable NAME...            at runtime; kept across reloads
   entrypoint reload | shutdown | install | version
   entrypoint exec NAME -- CMD [ARGS...]       run CMD as that service would run
 

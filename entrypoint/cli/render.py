@@ -116,3 +116,23 @@ def render_status(s: dict) -> str:
         reason = f"  {h['reason']}" if h.get("reason") else ""
         lines.append(f"    {_clock(h['at'])}  {h['state']:<9}{reason}".rstrip())
     return "\n".join(lines)
+
+
+def render_history(runs: list[dict]) -> str:
+    """The `history` table: one run a line, oldest first; WHY explains a crash loop."""
+    rows = []
+    for r in runs:
+        exit = ("-" if r.get("exit_code") is None and not r.get("signal") else
+                exit_text({"code": r.get("exit_code"), "signal": r.get("signal"),
+                           "text": r.get("why", "")}))
+        why = r.get("why") or ""
+        progress = r.get("progress")
+        if progress and progress.get("total"):
+            why += f" [{progress.get('done', 0)}/{progress['total']}]"
+        if r.get("status"):
+            why += f" {r['status']!r}"
+        duration = "-" if r.get("duration") is None else f"{r['duration']:.1f}s"
+        rows.append([_clock(r["start"]), r["service"], r["trigger"], duration, exit,
+                     r["outcome"], why])
+    return format_table(["START", "SERVICE", "TRIGGER", "DURATION", "EXIT", "OUTCOME", "WHY"],
+                        rows)

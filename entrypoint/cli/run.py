@@ -54,6 +54,9 @@ def run(options: RunOptions, validation) -> int:
                             ready_timeout=options.ready_timeout, log_lines=options.log_lines)
     supervisor.early_signals = _early
     attach_control(supervisor, options)
+    from entrypoint.store.state import attach as attach_state
+
+    attach_state(supervisor)     # before the loop: the saved history and enable/disable
     if options.report:
         from entrypoint.core.report import install as install_report
 

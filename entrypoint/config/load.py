@@ -125,10 +125,12 @@ def _service_index(problem: Problem) -> int:
 
 def _build(raw: dict[str, Any], path: str, environ: Mapping[str, str], problems: list[Problem]) -> Config:
     base = os.path.dirname(os.path.abspath(path))
+    top = ["timeouts", "services", "state_dir"]
     for key in raw:
-        if key not in ("timeouts", "services"):
-            hint = suggest_key(key, ["timeouts", "services"]) or "only [timeouts] and [[services]] are read"
+        if key not in top:
+            hint = suggest_key(key, top) or "only [timeouts], [[services]] and state_dir are read"
             problems.append(Problem(key, "unknown top-level key", hint))
+    state_dir = _state_dir(raw.get("state_dir"), base, problems)
     timeouts = Timeouts()
     if not isinstance(raw.get("timeouts", {}), dict):
         problems.append(Problem("timeouts", f"expected a table, got {show(raw['timeouts'])}", "write [timeouts]"))
@@ -188,7 +190,23 @@ def _build(raw: dict[str, Any], path: str, environ: Mapping[str, str], problems:
         if not failed:
             specs.append(spec)
     _shutdown_warnings(specs, timeouts, problems, cyclic=bool(graph_problems))
-    return Config(source=path, services=tuple(specs), timeouts=timeouts, procfile=False)
+    return Config(source=path, services=tuple(specs), timeouts=timeouts, procfile=False,
+                  state_dir=state_dir)
+
+
+def _state_dir(value: Any, base: str, problems: list[Problem]) -> str | None:
+    """`state_dir`: a directory for the run history (created at start when missing)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        problems.append(Problem("state_dir", f"expected a directory path, got {show(value)}",
+                                'e.g. state_dir = "/var/lib/entrypoint"'))
+        return None
+    full = os.path.normpath(os.path.join(base, value))
+    if os.path.exists(full) and not os.path.isdir(full):
+        problems.append(Problem("state_dir", f'"{value}" is not a directory',
+                                "name a directory (a volume, to outlive the container)"))
+    return full
 
 
 def _without(item: dict[str, Any], failed: frozenset[str]) -> ServiceModel | None:

@@ -87,6 +87,7 @@ class Config:
     services: tuple[ServiceSpec, ...]
     timeouts: Timeouts = field(default_factory=Timeouts)
     procfile: bool = False           # Procfile semantics: the first exit stops everything
+    state_dir: str | None = None     # run history and enable/disable survive restarts here
 
     def service(self, name: str) -> ServiceSpec:
         for spec in self.services:

@@ -24,7 +24,8 @@ MAX_LOG_LINES = 100_000
 # started (supervisord's `startsecs`), so that a crash right after the exec is reported.
 SETTLE = 1.0
 OPERATIONS = ("list", "status", "start", "stop", "restart", "logs", "shutdown", "health",
-              "reload", "exec_spec", "version")
+              "reload", "exec_spec", "version", "history", "enable", "disable")
+MAX_HISTORY = 10_000
 
 
 class OperationError(Exception):
@@ -130,6 +131,8 @@ class Operations:
             return self.exec_spec(name)
         if op == "version":
             return {"version": __version__, "protocol": 1}
+        if op == "history":
+            return self.history(_names(args), _lines(args, default=20, limit=MAX_HISTORY))
         known = ", ".join(OPERATIONS)
         raise OperationError("unknown_operation", f"unknown operation {op!r}; known: {known}")
 
@@ -214,6 +217,16 @@ class Operations:
         self.index.attach_all(self.sup.rings)
         return self.index.follow(names or None, callback)
 
+    def history(self, names: list[str], n: int) -> dict:
+        """The last `n` runs of `names` (all when empty), oldest first (CONTRACT §11).
+
+        A name no longer in the config but still in the history (state_dir) is allowed."""
+        known = set(self.sup.services) | set(self.sup.history.names())
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            self.services(unknown)      # raises, listing the known services
+        return {"runs": self.sup.history.query(names or None, n)}
+
     def exec_spec(self, name: str) -> dict:
         """What `entrypoint exec NAME -- CMD` needs to run CMD as the service would run."""
         from entrypoint.core.spawn import SpawnError, child_environment, resolve_identity
@@ -285,6 +298,8 @@ class Operations:
         marks = [(s.last_exit, s.last_error) for s in services]
         runs = {s.name: s.job.runs for s in services if s.job is not None}
         for service in services:
+            if not service.active:      # why this run starts, for its history record
+                service.trigger = "reload" if what == "reload" else "manual"
             if service.job is not None and what == "start":
                 service.run_now()        # a job runs now (CONTRACT §11)
             else:
@@ -313,6 +328,8 @@ class Operations:
         settled_at = None
         while True:
             state = service.state
+            if state == State.SCHEDULED:     # a job (re)started: waiting for its time
+                return self._result(service, True)
             if state == (State.COMPLETED if service.spec.oneshot else State.RUNNING):
                 if service.spec.oneshot or self.settle <= 0:
                     return self._result(service, True)
@@ -367,8 +384,8 @@ def _names(args: dict) -> list[str]:
     return names
 
 
-def _lines(args: dict) -> int:
-    n = args.get("lines", 100)
-    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_LOG_LINES:
-        raise OperationError("bad_request", f'"args.lines" must be an integer from 0 to {MAX_LOG_LINES}')
+def _lines(args: dict, default: int = 100, limit: int = MAX_LOG_LINES) -> int:
+    n = args.get("lines", default)
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= limit:
+        raise OperationError("bad_request", f'"args.lines" must be an integer from 0 to {limit}')
     return n

@@ -39,7 +39,8 @@ class Job:
         self._pending: Trigger | None = None     # the run that waits (at most one)
         self._wakeup = asyncio.Event()
         self.running: Trigger | None = None
-        self._timed_out = False
+        self.timed_out = False
+        self.replacing = False
         self._timeout: asyncio.TimerHandle | None = None
         self.runs = 0              # runs started since the runner began (for `start`)
         self.skipped = 0
@@ -102,6 +103,7 @@ class Job:
             service.say(f"{trigger.why} run replaces the previous run (overlap = \"replace\")",
                         "warning")
             self._pending = trigger
+            self.replacing = True
             self._stop_run("replaced by a new run")
 
     def run_now(self, why: str = "manual") -> None:
@@ -158,7 +160,7 @@ class Job:
         self._timeout = None
         if child.reaped:
             return
-        self._timed_out = True
+        self.timed_out = True
         self.service.say(f"run took longer than its timeout ({self.spec.timeout:g}s); "
                          f"stopping it", "warning")
         self.loop.create_task(self.service._terminate(child, "timeout"))
@@ -166,8 +168,10 @@ class Job:
     async def _run(self, trigger: Trigger) -> None:
         service = self.service
         self.running = trigger
-        self._timed_out = False
+        self.timed_out = self.replacing = False
         self.runs += 1
+        service.trigger = "manual" if trigger.why == "manual" else (
+            "start" if trigger.why == "start" else "schedule")
         started = service.rt.wall()
         if trigger.why == "schedule":
             self.last_late = max(0.0, started - trigger.planned)
@@ -179,8 +183,8 @@ class Job:
                 self._timeout.cancel()
                 self._timeout = None
             self.running = None
-        failed = attempt.exit is None or not attempt.exit.success or self._timed_out
-        what = ("timed out" if self._timed_out else
+        failed = attempt.exit is None or not attempt.exit.success or self.timed_out
+        what = ("timed out" if self.timed_out else
                 attempt.exit.describe() if attempt.exit is not None else attempt.error)
         service.last_run = {"trigger": trigger.why, "started": started, "ended": time.time(),
                             "ok": not failed, "why": what}

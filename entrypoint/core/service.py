@@ -26,6 +26,7 @@ from entrypoint.core.reaper import ExitStatus, Reaper
 from entrypoint.core.spawn import SpawnError, child_environment, resolve_identity
 from entrypoint.config.spec import ServiceSpec, Timeouts
 from entrypoint.core.state import ALLOWED, TERMINAL, S, State
+from entrypoint.store.history import Run
 
 
 @dataclass
@@ -47,6 +48,8 @@ class Runtime:
     spawn: Callable[..., Child] | None = None
     clock: Callable[[], float] | None = None
     wall: Callable[[], float] = time.time      # a job's schedule reads the wall clock
+    # Each run, for the history: when it begins (finished False), and when it ended.
+    on_run: Callable[[Run, bool], None] = lambda run, finished: None
 
     def __post_init__(self) -> None:
         if self.spawn is None:
@@ -87,6 +90,8 @@ class Service:
         self.hook: tuple[Child, str] | None = None    # a pre_script or post_script running
         self._child: Child | None = None               # the service's process, this run
         self.last_run: dict | None = None
+        self.trigger = "start"          # why the next run starts, for its history record
+        self.current_run: Run | None = None
         self.job = None
         if spec.job is not None:
             from entrypoint.core.job import Job      # cronsim only when a job exists
@@ -118,11 +123,15 @@ class Service:
         self.history.append((time.time(), new.value, reason))
         if new in (State.RUNNING, State.SCHEDULED):     # a job is up while it waits
             self.started_once = True
+        if new == State.RUNNING and self.current_run and self.current_run.ready is None:
+            self.current_run.ready = time.time()
         if new == State.COMPLETED:
             self.completed_once = True
         self._notify()
 
     def _set_health(self, value: str) -> None:
+        if value == "healthy" and self.current_run and self.current_run.ready is None:
+            self.current_run.ready = time.time()
         if value != self.health:
             self.health = value
             self._notify()
@@ -256,6 +265,7 @@ class Service:
                     self._set_state(State.STOPPED, "stopped while backing off")
                     return
                 self.restarts += 1
+                self.trigger = "health" if health_restart else "restart"
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug must not take PID 1 down with it
@@ -321,6 +331,21 @@ class Service:
         return False
 
     async def _run_once(self) -> Attempt:
+        """One run, recorded in the history whatever its end."""
+        run = self.current_run = Run(self.name, self.trigger, time.time())
+        self.trigger = "restart"
+        self.rt.on_run(run, False)
+        try:
+            attempt = await self._attempt()
+        finally:
+            self.current_run = None
+        job = self.job
+        run.finish(attempt.exit, attempt.error, stopped=self._stop_requested,
+                   timed_out=bool(job and job.timed_out), replaced=bool(job and job.replacing))
+        self.rt.on_run(run, True)
+        return attempt
+
+    async def _attempt(self) -> Attempt:
         spec, rt = self.spec, self.rt
         if spec.pre_script:
             status, _ = await run_hook(self, (spec.pre_script,),

@@ -119,12 +119,13 @@ def spawn(
     identity: Identity | None = None,
     tty: bool = True,
     merge_stderr: bool = False,
+    stdin: int | None = None,
 ) -> Spawned:
     """Start `argv` in a new session; return its pid and the fds to read its output from.
 
     `tty=True`: one PTY for stdin/stdout/stderr, made the controlling terminal.
-    `tty=False`: stdin is /dev/null, stdout and stderr are separate pipes (one pipe when
-    `merge_stderr`). Raises SpawnError with a readable message when exec fails.
+    `tty=False`: stdin is /dev/null (or the fd `stdin`: the history writer's pipe), stdout
+    and stderr are separate pipes (one pipe when `merge_stderr`). Raises SpawnError with a readable message when exec fails.
     """
     user_kwargs = {}
     if identity is not None:
@@ -167,10 +168,10 @@ def spawn(
         os.close(out_w)
         raise
     try:
-        if identity is None and cwd is None and min(out_w, err_w) > 2:
+        if identity is None and cwd is None and min(out_w, err_w) > 2 and stdin is None:
             pid, popen = _spawn_fast(argv, env, None, out_w, err_w), None
         else:
-            popen = _popen(argv, stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, env=env,
+            popen = _popen(argv, stdin=subprocess.DEVNULL if stdin is None else stdin, stdout=out_w, stderr=err_w, env=env,
                            cwd=cwd, preexec_fn=_restore_signals, **user_kwargs)
             pid = popen.pid
     except BaseException:

@@ -27,6 +27,7 @@ from entrypoint.core.spawn import SpawnError, spawn_foreground
 from entrypoint.config.spec import Config
 from entrypoint.core.signals import FORWARDED_SIGNALS, SHUTDOWN_SIGNALS, become_subreaper
 from entrypoint.core.sweep import final_sweep, leftovers_text
+from entrypoint.store.history import History
 
 # The run ends at most this long after global_shutdown_timeout, whatever is left: a process
 # the kernel cannot kill (uninterruptible sleep), an error in the sweep, no /proc.
@@ -70,6 +71,10 @@ class Supervisor:
         self.on_reload_signal = None     # set by the control layer (SIGHUP)
         self.on_report_signal = None     # set by the control layer (SIGUSR1 without a CMD)
         self.change_listeners: list = []  # called with each service that changed (proctitle)
+        self.before_sweep_hooks: list = []  # awaited once the services stopped (history writer)
+        self.history = History()
+        self.enabled_overrides: dict[str, bool] = {}   # `enable`/`disable NAME` (state_dir)
+        self.store = None                # the state_dir writer, when there is one
 
     @property
     def cmd_pid(self) -> int | None:
@@ -82,7 +87,8 @@ class Supervisor:
         return Runtime(loop=self._loop, reaper=self.reaper, printer=self.printer,
                        timeouts=self.config.timeouts, lookup=self.services.__getitem__,
                        on_change=self._on_change, outputs_for=self._outputs_for,
-                       hook_output_for=self._hook_output_for, environ=self.environ)
+                       hook_output_for=self._hook_output_for, environ=self.environ,
+                       on_run=self.history.add)
 
     def _add_service(self, spec) -> Service:
         service = Service(spec, self._runtime())
@@ -327,6 +333,11 @@ class Supervisor:
             if self._exit_status is None:
                 self._exit_status = 1
             await everything
+        for hook in self.before_sweep_hooks:    # our own helpers end before the sweep
+            try:
+                await hook(self)
+            except Exception as exc:
+                self.printer.system(f"error during the shutdown: {exc!r}", "error")
         await final_sweep(self.reaper, self.printer, self._loop, deadline, self._forced)
 
     def _give_up(self, limit: float) -> None:
