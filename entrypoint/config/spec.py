@@ -7,7 +7,7 @@ long-running process does not need pydantic after validation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 Condition = Literal["started", "healthy", "completed"]
@@ -98,3 +98,9 @@ class Config:
     @property
     def names(self) -> list[str]:
         return [s.name for s in self.services]
+
+    def with_enabled(self, overrides: dict[str, bool]) -> "Config":
+        """This config with `enable`/`disable NAME` applied (names it lacks are ignored)."""
+        return replace(self, services=tuple(
+            replace(s, enabled=overrides[s.name]) if overrides.get(s.name, s.enabled) != s.enabled
+            else s for s in self.services))

@@ -111,6 +111,11 @@ class Operations:
             return self.list()
         if op == "status":
             return self.status(_names(args))
+        if op in ("enable", "disable"):
+            names = _names(args)
+            if not names:
+                raise OperationError("usage", f"{op}: name at least one service")
+            return await self.set_enabled(names, op == "enable", origin)
         if op in ("start", "stop", "restart"):
             names = _names(args)
             if not names:
@@ -292,6 +297,38 @@ class Operations:
         await stop_in_order(services, self._announce(services, "restart", origin))
         self._refuse_when_shutting_down()
         return await self.start_and_wait(services, "restart")
+
+    async def set_enabled(self, names: list[str], enabled: bool, origin: str = "") -> dict:
+        """`enable`/`disable NAME...`: kept across reloads, and restarts with state_dir.
+
+        Disable stops the service (a job's schedule pauses) and leaves it DISABLED; enable
+        starts it again (a job: back to SCHEDULED, waiting for its next time)."""
+        from dataclasses import replace
+
+        services = self.services(names)
+        self._refuse_when_shutting_down()
+        sup = self.sup
+        reason = self._announce(services, "enable" if enabled else "disable", origin)
+        for service in services:
+            sup.enabled_overrides[service.name] = enabled
+            if sup.store is not None:
+                sup.store.enabled(service.name, enabled)
+            service.spec = replace(service.spec, enabled=enabled)
+        sup.config = sup.config.with_enabled(sup.enabled_overrides)
+        if not enabled:
+            for service in services:
+                if service.job is not None:
+                    service.job.pause()
+            await stop_in_order(services, reason)
+            for service in services:
+                if service.state in (State.STOPPED, State.COMPLETED, State.FAILED, State.PENDING):
+                    service._set_state(State.DISABLED, reason)
+            return {"services": [self._result(s, True) for s in services]}
+        self._refuse_when_shutting_down()
+        waiting = [s for s in services if not s.active]
+        if not waiting:
+            return {"services": [self._result(s, True) for s in services]}
+        return await self.start_and_wait(waiting, "enable")
 
     async def start_and_wait(self, services: list[Service], what: str) -> dict:
         """Start `services` and return once each is RUNNING (a oneshot COMPLETED) or failed."""

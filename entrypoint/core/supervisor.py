@@ -158,7 +158,8 @@ class Supervisor:
             service.start()
         if self.cmd:
             self._loop.create_task(self._run_cmd())
-        elif not enabled:
+        elif not enabled and not any(on is False for on in self.enabled_overrides.values()):
+            # (Services disabled by `disable NAME` keep the runner up: `enable` may follow.)
             self._end(0, "no services to run")
         status = await self._done
         for hook in self.shutdown_hooks:
@@ -190,7 +191,8 @@ class Supervisor:
         elif not self.cmd and service.state in TERMINAL:
             services = [s for s in self.services.values() if s.spec.enabled]
             # Ended by itself: a service someone stopped keeps the runner up (as supervisord).
-            if all(s.state in TERMINAL and not s.stop_requested for s in services):
+            # None left enabled (`disable NAME` of the last one): the runner stays up too.
+            if services and all(s.state in TERMINAL and not s.stop_requested for s in services):
                 failed = [s.name for s in services if s.state == State.FAILED]
                 self._end(1 if failed else 0, "every service has ended"
                           + (f" ({', '.join(failed)} failed)" if failed else ""))

@@ -199,6 +199,7 @@ def attach(supervisor) -> None:
     for run in found.runs:
         supervisor.history.add(run, persist=False)
     supervisor.enabled_overrides.update(found.enabled)
+    supervisor.config = supervisor.config.with_enabled(found.enabled)
     store = Store(found.path, printer)
     supervisor.store = store
     supervisor.history.listeners.append(store.run)
