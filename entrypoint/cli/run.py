@@ -57,6 +57,9 @@ def run(options: RunOptions, validation) -> int:
     from entrypoint.store.state import attach as attach_state
 
     attach_state(supervisor)     # before the loop: the saved history and enable/disable
+    from entrypoint.core.alerts import attach as attach_alerts
+
+    attach_alerts(supervisor)
     if options.report:
         from entrypoint.core.report import install as install_report
 

@@ -22,8 +22,8 @@ from entrypoint.config import graph
 from entrypoint.errors import ConfigError, Problem, UsageError
 from entrypoint.config.interpolate import interpolate_tree
 from entrypoint.config.resolve import read_dotenv, service_spec
-from entrypoint.config.schema import NAME_RE, ServiceModel, TimeoutsModel, depends_on_pairs, from_pydantic, show, suggest_key
-from entrypoint.config.spec import Config, ServiceSpec, Timeouts
+from entrypoint.config.schema import NAME_RE, AlertsModel, ServiceModel, TimeoutsModel, depends_on_pairs, from_pydantic, show, suggest_key
+from entrypoint.config.spec import AlertsSpec, Config, ServiceSpec, Timeouts
 
 SEARCHED_PLACES = ["$ENTRYPOINT_CONFIG", "./services.toml", "/etc/entrypoint/services.toml", "./Procfile"]
 DOCKER_STOP_GRACE = 10.0
@@ -125,12 +125,13 @@ def _service_index(problem: Problem) -> int:
 
 def _build(raw: dict[str, Any], path: str, environ: Mapping[str, str], problems: list[Problem]) -> Config:
     base = os.path.dirname(os.path.abspath(path))
-    top = ["timeouts", "services", "state_dir"]
+    top = ["timeouts", "services", "state_dir", "alerts"]
     for key in raw:
         if key not in top:
-            hint = suggest_key(key, top) or "only [timeouts], [[services]] and state_dir are read"
+            hint = suggest_key(key, top) or "only [timeouts], [[services]], [alerts] and state_dir are read"
             problems.append(Problem(key, "unknown top-level key", hint))
     state_dir = _state_dir(raw.get("state_dir"), base, problems)
+    alerts = _alerts(raw.get("alerts"), problems)
     timeouts = Timeouts()
     if not isinstance(raw.get("timeouts", {}), dict):
         problems.append(Problem("timeouts", f"expected a table, got {show(raw['timeouts'])}", "write [timeouts]"))
@@ -191,7 +192,32 @@ def _build(raw: dict[str, Any], path: str, environ: Mapping[str, str], problems:
             specs.append(spec)
     _shutdown_warnings(specs, timeouts, problems, cyclic=bool(graph_problems))
     return Config(source=path, services=tuple(specs), timeouts=timeouts, procfile=False,
-                  state_dir=state_dir)
+                  state_dir=state_dir, alerts=alerts)
+
+
+def _alerts(value: Any, problems: list[Problem]) -> AlertsSpec | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        problems.append(Problem("alerts", f"expected a table, got {show(value)}", "write [alerts]"))
+        return None
+    try:
+        m = AlertsModel.model_validate(value)
+    except ValidationError as e:
+        problems.extend(from_pydantic(e, "alerts", list(AlertsModel.model_fields)))
+        return None
+    command = m.command
+    if command is not None:
+        import shutil
+
+        found = shutil.which(command[0]) if "/" not in command[0] else command[0]
+        if not found or not os.access(found, os.X_OK):
+            problems.append(Problem("alerts: command", f'"{command[0]}" not found or not '
+                                    f"executable", "use an absolute path or install it"))
+        else:
+            command = (os.path.abspath(found), *command[1:])
+    return AlertsSpec(on=m.on, command=command, webhook=m.webhook, timeout=m.timeout,
+                      tries=m.tries)
 
 
 def _state_dir(value: Any, base: str, problems: list[Problem]) -> str | None:

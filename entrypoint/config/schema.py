@@ -199,6 +199,7 @@ Retries = _integer(1, 10_000)
 LogBytes = _integer(1)
 LogBackups = _integer(0, 1000)
 RestartLimit = _integer(1, 1_000_000)
+Tries = _integer(1, 10)
 
 
 class _Model(BaseModel):
@@ -260,6 +261,35 @@ class ServiceModel(_Model):
     run_on_start: StrictBool = False
     overlap: Literal["skip", "queue", "replace"] = "skip"
     timeout: Seconds | None = None
+
+
+ALERT_EVENTS = ("failed", "gave_up", "unhealthy", "job_failed", "watchdog")
+
+
+def _events(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise _fail(f"expected a list of event names, got {show(v)}",
+                    f"events: {', '.join(ALERT_EVENTS)}")
+    for x in v:
+        if x not in ALERT_EVENTS:
+            hint = did_you_mean(x, list(ALERT_EVENTS)) or f"events: {', '.join(ALERT_EVENTS)}"
+            raise _fail(f"unknown event {show(x)}", hint)
+    return tuple(dict.fromkeys(v))
+
+
+class AlertsModel(_Model):
+    on: Annotated[tuple[str, ...], PlainValidator(_events)] = ALERT_EVENTS
+    command: Annotated[tuple[str, ...], PlainValidator(_argv_list)] | None = None
+    webhook: Annotated[str, PlainValidator(_http)] | None = None
+    timeout: Seconds = 10.0
+    tries: Tries = 3
+
+    @model_validator(mode="after")
+    def _something(self) -> AlertsModel:
+        if self.command is None and self.webhook is None:
+            raise _fail("needs a command, a webhook, or both",
+                        'e.g. webhook = "https://hooks.slack.com/services/..."')
+        return self
 
 
 class TimeoutsModel(_Model):

@@ -81,6 +81,20 @@ class ServiceSpec:
         return dict(self.env)
 
 
+ALERT_EVENTS = ("failed", "gave_up", "unhealthy", "job_failed", "watchdog")
+
+
+@dataclass(frozen=True)
+class AlertsSpec:
+    """`[alerts]`: what to run or POST when a service fails (CONTRACT §11)."""
+
+    on: tuple[str, ...] = ALERT_EVENTS
+    command: tuple[str, ...] | None = None
+    webhook: str | None = None
+    timeout: float = 10.0            # per try
+    tries: int = 3
+
+
 @dataclass(frozen=True)
 class Config:
     source: str                      # the file it came from, for messages
@@ -88,6 +102,7 @@ class Config:
     timeouts: Timeouts = field(default_factory=Timeouts)
     procfile: bool = False           # Procfile semantics: the first exit stops everything
     state_dir: str | None = None     # run history and enable/disable survive restarts here
+    alerts: AlertsSpec | None = None
 
     def service(self, name: str) -> ServiceSpec:
         for spec in self.services:

@@ -183,8 +183,10 @@ class Job:
                 self._timeout.cancel()
                 self._timeout = None
             self.running = None
-        failed = attempt.exit is None or not attempt.exit.success or self.timed_out
-        what = ("timed out" if self.timed_out else
+        # A run stopped by `stop`, `disable` or the shutdown did not fail.
+        failed = not service.stop_requested and (
+            attempt.exit is None or not attempt.exit.success or self.timed_out)
+        what = ("stopped" if service.stop_requested else "timed out" if self.timed_out else
                 attempt.exit.describe() if attempt.exit is not None else attempt.error)
         service.last_run = {"trigger": trigger.why, "started": started, "ended": time.time(),
                             "ok": not failed, "why": what}

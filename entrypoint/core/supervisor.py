@@ -75,6 +75,7 @@ class Supervisor:
         self.history = History()
         self.enabled_overrides: dict[str, bool] = {}   # `enable`/`disable NAME` (state_dir)
         self.store = None                # the state_dir writer, when there is one
+        self.alerts = None               # core/alerts.py, when wired
 
     @property
     def cmd_pid(self) -> int | None:
