@@ -46,6 +46,7 @@ PAYLOAD = rb"(?P<svc>s\d+) (?P<seq>\d{8}) x{%d}" % LINE_PAD
 MARKER = b"alive-marker"
 START_DELAY = 1.5              # producers all begin writing at launch + this
 TOOLS = ("entrypoint", "supervisord", "honcho")
+INIT_PEERS = {"tini": "/usr/bin/tini", "dumb-init": "/usr/bin/dumb-init"}   # Debian packages
 HONCHO_LINES = 25_000          # per service: honcho passes ~20,000 lines/s; a rate is a rate
 
 
@@ -681,6 +682,37 @@ class Bench:
         self.add("pss.bare_python", pss_kb(p.pid) / 1024)
         kill_everything()
 
+    # -- plain init: `entrypoint -- true` against tini, dumb-init and python -c pass --------
+
+    def plain_init(self, runs: int) -> None:
+        """Wall time from launch to exit of a plain init running `true` (no config), runs
+        interleaved; `python3 -c pass` is the floor any Python program starts from."""
+        where = self.tmp / "plain-init"         # no services.toml here: a plain init
+        where.mkdir(exist_ok=True)
+        entrypoint = str(Path(self.python).parent / "entrypoint")
+        argvs = {"python": [self.python, "-c", "pass"],
+                 "entrypoint": [entrypoint, "--", "true"]}
+        for name, path in INIT_PEERS.items():
+            if os.path.exists(path):
+                argvs[name] = [path, "--", "true"]
+            elif name not in self.samples:
+                self.note(f"{path} is not installed: {name} was not measured")
+        env = base_env(self.tmp)
+        for _ in range(runs):
+            for name, argv in argvs.items():
+                began = time.perf_counter()
+                out = subprocess.run(argv, cwd=where, env=env, stdin=subprocess.DEVNULL,
+                                     capture_output=True, timeout=30)
+                took = time.perf_counter() - began
+                if out.returncode != 0 or (name == "entrypoint" and out.stdout):
+                    self.note(f"plain init: {name} exited {out.returncode}, printing "
+                              f"{len(out.stdout.splitlines())} line(s) on stdout")
+                self.samples.setdefault(f"init.{name.replace('-', '_')}", []).append(took)
+        for name in argvs:
+            key = f"init.{name.replace('-', '_')}"
+            print(f"  {key:34s} median {statistics.median(self.samples[key]) * 1000:.1f} ms",
+                  file=sys.stderr, flush=True)
+
     # -- idle and the status query ------------------------------------------------------
 
     def idle(self, tool: str, count: int, seconds: float, list_runs: int) -> None:
@@ -771,6 +803,9 @@ def run(args) -> dict:
                 for tool in tools:
                     bench.fifty(tool, args.services, measure_stop=(
                         tool != "supervisord" or r < args.supervisord_stop_rounds))
+        if "init" in only:
+            print(f"plain init: {args.init_runs} runs of each, interleaved", file=sys.stderr)
+            bench.plain_init(args.init_runs)
         if "idle" in only:
             print(f"idle {args.idle:g}s with 10 services, and the status query", file=sys.stderr)
             for tool in tools:
@@ -781,7 +816,7 @@ def run(args) -> dict:
     return {"samples": bench.samples, "checks": bench.checks, "notes": bench.notes,
             "elapsed": time.time() - began, "params": {
                 "rounds": rounds, "lines": n, "services": args.services, "idle": args.idle,
-                "list_runs": args.list_runs, "honcho_log_rounds": min(rounds, args.honcho_log_rounds),
+                "list_runs": args.list_runs, "init_runs": args.init_runs, "honcho_log_rounds": min(rounds, args.honcho_log_rounds),
                 "supervisord_stop_rounds": min(rounds, args.supervisord_stop_rounds),
                 "quick": args.quick}}
 
@@ -874,6 +909,10 @@ def goals(s: dict, checks: dict) -> list[dict]:
     add("idle CPU, 10 services, no healthchecks", med(s, "idle_cpu_ms.entrypoint"), 0.0, "lower", "ms/s")
     add("idle wake-ups, 10 services, no healthchecks", med(s, "idle_wakeups.entrypoint"), 0.0, "lower", "/s")
     add("`entrypoint list` vs `supervisorctl status`", ratio("list.entrypoint", "list.supervisord"), 0.5, "lower", "x")
+    init_ep, init_py = med(s, "init.entrypoint"), med(s, "init.python")
+    add("plain init `entrypoint -- true` minus `python3 -c pass`",
+        None if init_ep is None or init_py is None else round((init_ep - init_py) * 1000, 1),
+        50, "lower", "ms")
     return g
 
 
@@ -903,7 +942,7 @@ def write_report(result: dict, out_dir: Path) -> None:
         values = s.get(key)
         if not values:
             return "n/a"
-        unit = next(u for _, k, u in ROWS if k.split(".")[0] == key.split(".")[0])
+        unit = next((u for _, k, u in ROWS if k.split(".")[0] == key.split(".")[0]), "ms")
         text = fmt(statistics.median(values), unit)
         if len(values) > 1 and unit in ("M lines/s", "ms"):
             text += f" <sub>({fmt(min(values), unit)}-{fmt(max(values), unit)})</sub>"
@@ -949,6 +988,12 @@ def write_report(result: dict, out_dir: Path) -> None:
         if key.startswith("list"):
             row[2] = "no such command"
         w(f"| {label} | {' | '.join(row)} | {bare} |")
+    w("")
+    w("Plain init, no config: launch -> exit of `INIT -- true` (ms):\n")
+    w("| `python3 -c pass` | `entrypoint -- true` | `tini -- true` | `dumb-init -- true` |")
+    w("| --- | --- | --- | --- |")
+    w("| " + " | ".join(cell(f"init.{k}") for k in ("python", "entrypoint", "tini", "dumb_init"))
+      + " |")
     w("")
     w("Lines checked after each log run (the worst round of each):\n")
     w("| runner | expected | intact | lost | cut or mixed | under another service's prefix | duplicated |")
@@ -1040,6 +1085,10 @@ def write_report(result: dict, out_dir: Path) -> None:
         - **Idle**: 10 services, no healthchecks; after 2 s of settling, CPU time
           (`/proc/PID/task/*/schedstat`) and context switches (voluntary + involuntary, all
           threads and helper processes) over {p['idle']:g} s.
+        - **Plain init**: wall time from launch to exit of `entrypoint -- true` (the venv's
+          console script, in a directory with no config), `tini -- true` and
+          `dumb-init -- true` (Debian packages), and `python3 -c pass` (the same Python),
+          {p.get('init_runs', 'n/a')} runs each, interleaved.
         - **Status query**: wall time of `entrypoint list` and of `supervisorctl status`
           (both console scripts of the same venv, {p['list_runs']} runs each) against the
           idle 10-service stack.
@@ -1134,8 +1183,9 @@ def main() -> int:
     p.add_argument("--list-runs", type=int, help="status queries per runner (15; 5 quick)")
     p.add_argument("--honcho-log-rounds", type=int, default=2)
     p.add_argument("--supervisord-stop-rounds", type=int, default=2)
-    p.add_argument("--only", default="log,services,idle",
-                   help="measurement groups to run: log, services, idle (default: all)")
+    p.add_argument("--only", default="log,services,idle,init",
+                   help="measurement groups to run: log, services, idle, init (default: all)")
+    p.add_argument("--init-runs", type=int, help="plain-init starts of each (40; 15 quick)")
     p.add_argument("--tools", default=",".join(TOOLS),
                    help="runners to measure (default: entrypoint,supervisord,honcho)")
     p.add_argument("--no-report", action="store_true",
@@ -1149,6 +1199,7 @@ def main() -> int:
     args.lines = args.lines or (50_000 if args.quick else 200_000)
     args.idle = args.idle or (3.0 if args.quick else 10.0)
     args.list_runs = args.list_runs or (5 if args.quick else 15)
+    args.init_runs = args.init_runs or (15 if args.quick else 40)
     if args.quick:
         args.honcho_log_rounds = min(args.honcho_log_rounds, 1)
         args.supervisord_stop_rounds = min(args.supervisord_stop_rounds, 1)

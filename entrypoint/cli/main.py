@@ -42,6 +42,11 @@ usage, 3 no running entrypoint reachable; with a CMD, the CMD's status.
 def main(argv: list[str] | None = None) -> int:
     global _WHOLE_PROCESS
     _WHOLE_PROCESS = argv is None       # the real program, not a call from a test
+    if _WHOLE_PROCESS:
+        from entrypoint.core.signals import record_original
+
+        record_original()           # before any handler of ours: what the CMD inherits
+        _hold_closed_stdio()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] in ("-h", "--help"):
@@ -124,16 +129,22 @@ def cmd_check(argv: list[str]) -> int:
 
 
 def cmd_run(argv: list[str]) -> int:
-    import shutil     # here, not above: the control commands go without it
+    from entrypoint.core import init
 
+    init.block_signals()    # a signal during start-up waits for us instead of killing us
     from entrypoint.cli.options import parse_run
+
+    options = parse_run(argv, os.environ)
+    if options.cmd:
+        _check_cmd(options.cmd[0])      # before the config is even validated
+        if _plain_init(options):
+            status = init.run(list(options.cmd))
+            if _WHOLE_PROCESS:
+                _exit_now(status)
+            return status
     from entrypoint.cli.run import catch_early_signals, run
 
     catch_early_signals()
-    options = parse_run(argv, os.environ)
-    # Before the config is even validated: a typo of a subcommand fails at once.
-    if options.cmd and shutil.which(options.cmd[0], path=os.environ.get("PATH")) is None:
-        raise EntrypointError(not_found_message(options.cmd[0]), EXIT_CMD_NOT_FOUND)
     # Validate in a child from here on, while this process imports the runtime.
     from entrypoint.config import isolate
 
@@ -146,6 +157,42 @@ def cmd_run(argv: list[str]) -> int:
 
 
 _WHOLE_PROCESS = False
+
+
+def _hold_closed_stdio() -> None:
+    """Started with fd 0, 1 or 2 closed (`>&-`): put /dev/null there, so that no file,
+    pipe or socket of ours lands on it and gets read or written as stdio. Close-on-exec,
+    as Python opens it: the CMD still finds that fd closed, as it was given to us."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            try:
+                held = os.open(os.devnull, os.O_RDWR)
+            except OSError:
+                return
+            if held != fd:          # a lower one was free after all: not ours to fill
+                os.close(held)
+
+
+def _plain_init(options) -> bool:
+    """No config to be found (and no report asked): run the CMD as a plain init does,
+    without the runner (no asyncio, no pydantic, no control socket)."""
+    from entrypoint.config.locate import locate
+
+    return not options.report and locate(options.config, options.procfile, os.environ) is None
+
+
+def _check_cmd(word: str) -> None:
+    """A CMD that cannot run stops everything before it starts (126 or 127, as a shell)."""
+    from entrypoint.core.cmd import CmdError, resolve
+
+    try:
+        resolve(word, os.environ.get("PATH"))
+    except CmdError as exc:
+        if "/" not in word and exc.exit_status == EXIT_CMD_NOT_FOUND:
+            raise EntrypointError(not_found_message(word), EXIT_CMD_NOT_FOUND) from None
+        raise
 
 
 def not_found_message(word: str) -> str:
@@ -170,6 +217,6 @@ def _exit_now(status: int) -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):    # None: that fd was closed at start
             pass
     os._exit(status)

@@ -9,21 +9,34 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 
 from entrypoint.errors import EntrypointError
 from entrypoint.config.spec import Config
 from entrypoint.cli.options import RunOptions
 
 # Signals that arrive while we validate, before the loop's handlers exist. As PID 1 the
-# kernel drops a signal that has no handler, so a `docker stop` then would be lost.
+# kernel drops a signal that has no handler, so a `docker stop` then would be lost; not
+# as PID 1, the default action of most others (HUP, USR1, ALRM, ...) would kill us.
 EARLY_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 _early: list[int] = []
 
 
 def catch_early_signals() -> None:
-    for sig in EARLY_SIGNALS:
-        signal.signal(sig, lambda signum, frame: _early.append(signum))
+    """Handlers until the loop's own, then unblock what `init.block_signals` held (a
+    signal that came meanwhile is handled now). The synchronous ones stay blocked until
+    the loop handles them: a no-op handler would turn a real fault into a busy loop."""
+    from entrypoint.core.signals import CATCHABLE, SYNCHRONOUS
+
+    for sig in CATCHABLE:
+        if sig in EARLY_SIGNALS:
+            signal.signal(sig, lambda signum, frame: _early.append(signum))
+        elif sig != signal.SIGCHLD and sig not in SYNCHRONOUS:
+            signal.signal(sig, _ignore_for_now)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [s for s in CATCHABLE if s not in SYNCHRONOUS])
+
+
+def _ignore_for_now(signum, frame) -> None:
+    """Not SIG_IGN: an ignored disposition would be inherited by what we spawn."""
 
 
 def run(options: RunOptions, validation) -> int:
@@ -37,10 +50,13 @@ def run(options: RunOptions, validation) -> int:
     if config is None:
         config = Config(source="(no config)", services=())
     cmd = list(options.cmd)
+    # With no services we are a plain init: nothing of ours on stdout, warnings on stderr.
+    fd = 1 if config.services else 2
     color = use_color(None if options.color == "auto" else options.color, os.environ,
-                      os.isatty(sys.stdout.fileno()))
-    printer = Printer(sys.stdout.fileno(), color=color, timestamps=options.timestamps,
+                      os.isatty(fd))
+    printer = Printer(fd, color=color, timestamps=options.timestamps,
                       log_format=options.log_format)
+    printer.quiet = options.quiet or not config.services
     printer.set_names([s.name for s in config.services])
     printer.writer.on_first_drop = lambda: write_now(
         2, b"entrypoint: stdout is not being read; dropping output from now on\n")

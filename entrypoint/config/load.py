@@ -19,42 +19,18 @@ from typing import Any
 from pydantic import ValidationError
 
 from entrypoint.config import graph
-from entrypoint.errors import ConfigError, Problem, UsageError
+from entrypoint.errors import ConfigError, Problem
 from entrypoint.config.interpolate import interpolate_tree
 from entrypoint.config.resolve import read_dotenv, service_spec
 from entrypoint.config.schema import NAME_RE, AlertsModel, ServiceModel, TimeoutsModel, depends_on_pairs, from_pydantic, show, suggest_key
 from entrypoint.config.spec import AlertsSpec, Config, ServiceSpec, Timeouts
+from entrypoint.config.locate import SEARCHED_PLACES, _kind_of, locate  # noqa: F401  (re-exported)
 
-SEARCHED_PLACES = ["$ENTRYPOINT_CONFIG", "./services.toml", "/etc/entrypoint/services.toml", "./Procfile"]
 DOCKER_STOP_GRACE = 10.0
 MAX_CONFIG_BYTES = 4 << 20
 
 
 # ---------------------------------------------------------------- finding and reading
-
-def locate(explicit: str | None, procfile: str | None, environ: Mapping[str, str]) -> tuple[str, str] | None:
-    """The config to use as `(path, "toml" | "procfile")`, or None when there is none.
-
-    `-c FILE` wins, then `--procfile FILE`, then `$ENTRYPOINT_CONFIG`, then SEARCHED_PLACES.
-    A file named explicitly (by option or variable) that does not exist is a UsageError.
-    """
-    for path, kind, what in ((explicit, None, "-c"), (procfile, "procfile", "--procfile"),
-                             (environ.get("ENTRYPOINT_CONFIG"), None, "$ENTRYPOINT_CONFIG")):
-        if path:
-            if not os.path.exists(path):
-                raise UsageError(f"config file {path} (from {what}) does not exist")
-            return path, kind or _kind_of(path)
-    for place in SEARCHED_PLACES[1:]:
-        path = place.removeprefix("./")
-        if os.path.isfile(path):
-            return path, _kind_of(path)
-    return None
-
-
-def _kind_of(path: str) -> str:
-    name = os.path.basename(path).lower()
-    return "procfile" if "procfile" in name and not name.endswith(".toml") else "toml"
-
 
 def _read_text(path: str) -> str:
     """The file's text; a ConfigError with one problem when it cannot be read as UTF-8."""

@@ -16,7 +16,6 @@ import os
 import pwd
 import time
 
-from entrypoint.errors import EntrypointError
 from entrypoint.control.bind import bind_socket, peer_credentials
 from entrypoint.control.operations import OperationError, Operations
 from entrypoint.control.protocol import MAX_REQUEST, REQUEST_TIMEOUT, VERSION, encode, error

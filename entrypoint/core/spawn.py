@@ -265,28 +265,6 @@ def _spawn_fast(argv, env: dict[str, str], tty_path: str | None,
         raise SpawnError(f'cannot start "{argv[0]}": {getattr(exc, "strerror", None) or exc}') from None
 
 
-def spawn_foreground(argv: list[str], *, env: dict[str, str]) -> Spawned:
-    """Start the main command (CMD) with our stdio as it is.
-
-    When stdin is a terminal the CMD gets its own process group and becomes the
-    terminal's foreground group (as tini does), so shells get job control and Ctrl-C goes
-    to the CMD rather than to us.
-    """
-    interactive = os.isatty(0)
-
-    def take_terminal() -> None:
-        os.setpgid(0, 0)
-        if interactive:
-            try:
-                os.tcsetpgrp(0, os.getpgrp())   # SIGTTOU is still ignored here: inherited
-            except OSError:
-                pass
-        _restore_signals()
-
-    popen = _popen(argv, new_session=False, env=env, preexec_fn=take_terminal)
-    return Spawned(popen.pid, {}, popen)
-
-
 def _popen(argv, *, new_session: bool = True, **kwargs) -> subprocess.Popen:
     try:
         return subprocess.Popen(list(argv), start_new_session=new_session, close_fds=True, **kwargs)

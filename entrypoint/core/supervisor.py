@@ -23,9 +23,10 @@ from entrypoint.core.order import stop_in_order
 from entrypoint.core.reaper import ExitStatus, Reaper
 from entrypoint.core.service import Runtime, Service
 from entrypoint.core.state import TERMINAL, State
-from entrypoint.core.spawn import SpawnError, spawn_foreground
+from entrypoint.core.cmd import CmdError, spawn_cmd, take_terminal_back
 from entrypoint.config.spec import Config
-from entrypoint.core.signals import FORWARDED_SIGNALS, SHUTDOWN_SIGNALS, become_subreaper
+from entrypoint.core.signals import (FORWARDED_SIGNALS, SHUTDOWN_SIGNALS, SYNCHRONOUS,
+                                     become_subreaper)
 from entrypoint.core.sweep import final_sweep, leftovers_text
 from entrypoint.store.history import History
 
@@ -134,8 +135,6 @@ class Supervisor:
         self._done = self._loop.create_future()
         if os.getpid() != 1:
             become_subreaper()
-        for sig in (signal.SIGTTOU, signal.SIGTTIN, signal.SIGTSTP):
-            signal.signal(sig, signal.SIG_IGN)   # we hand the terminal to the CMD
         self.reaper.install(self._loop)
         self.printer.writer.attach(self._loop)    # stdout from the loop, never blocking it
         for sig in SHUTDOWN_SIGNALS:
@@ -143,6 +142,7 @@ class Supervisor:
         self._loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         for sig in FORWARDED_SIGNALS:
             self._loop.add_signal_handler(sig, self._on_other_signal, sig)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SYNCHRONOUS)   # handled from now on
         for sig in self.early_signals:      # arrived while we were validating
             self._loop.call_soon(self._on_shutdown_signal, sig)
 
@@ -210,18 +210,14 @@ class Supervisor:
         self.printer.system(f"all services ready; running {' '.join(self.cmd)}")
         try:
             # Not a group leader for our signals: they go to the CMD's pid, as tini does.
-            self._cmd = Child.spawn(self._loop, self.reaper, self.cmd, spawner=spawn_foreground,
+            self._cmd = Child.spawn(self._loop, self.reaper, self.cmd, spawner=spawn_cmd,
                                     env=self.environ, group=False, label="the command")
-        except SpawnError as exc:
+        except CmdError as exc:
             self.printer.system(f"cannot run the command: {exc.message}", "error")
-            self._end(127, "the command could not start")
+            self._end(exc.exit_status, "the command could not start")
             return
         status = await self._cmd.exited
-        if os.isatty(0):
-            try:   # take the terminal back, so a Ctrl-C during the shutdown reaches us
-                os.tcsetpgrp(0, os.getpgrp())
-            except OSError:
-                pass
+        take_terminal_back()   # so that a Ctrl-C during the shutdown reaches us
         self.cmd_exit = status
         self._end(status.shell_status, f"the command ended ({status.describe()})")
 

@@ -59,6 +59,8 @@ class Printer:
     (output gone, queue over its limit, or still queued when `finish` gave up).
     """
 
+    quiet = False                 # --quiet: the runner's info lines are not printed
+
     def __init__(self, fd: int = 1, *, color: bool = False, timestamps: bool = False,
                  log_format: str = "text", writer: StdoutWriter | None = None):
         if log_format not in ("text", "json"):
@@ -128,7 +130,10 @@ class Printer:
         self._write(out.encode("utf-8", "replace"))
 
     def system(self, message: str, level: str = "info") -> None:
-        """Print a runner message under the name `entrypoint`."""
+        """Print a runner message under the name `entrypoint` (with `quiet`: only
+        warnings and errors)."""
+        if self.quiet and level == "info":
+            return
         if self.gone:
             self.writer.dropped += message.rstrip("\n").count("\n") + 1
             return

@@ -61,3 +61,14 @@ def test_goal_ratios_pair_rounds(bench):
     vs_list = goals["`entrypoint list` vs `supervisorctl status`"]
     assert vs_list["value"] == pytest.approx(0.25) and vs_list["met"] is True
     assert goals["start of 50 services vs honcho"]["met"] is None     # not measured
+
+
+def test_plain_init_goal_is_the_gap_to_a_bare_python_in_ms(bench):
+    name = "plain init `entrypoint -- true` minus `python3 -c pass`"
+    fast = {g["goal"]: g for g in bench.goals(
+        {"init.entrypoint": [0.040, 0.045, 0.200], "init.python": [0.020, 0.025]}, {})}[name]
+    assert fast["value"] == pytest.approx(22.5) and fast["met"] is True
+    slow = {g["goal"]: g for g in bench.goals(
+        {"init.entrypoint": [0.270], "init.python": [0.020]}, {})}[name]
+    assert slow["value"] == pytest.approx(250.0) and slow["met"] is False
+    assert {g["goal"]: g for g in bench.goals({}, {})}[name]["met"] is None
