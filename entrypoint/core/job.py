@@ -46,6 +46,7 @@ class Job:
         self.skipped = 0
         self.last_late = 0.0       # how late the last scheduled run started, in seconds
         self.paused = False        # disabled: the timer is not armed
+        self.planned: float | None = None    # when the current run was due (scheduled runs)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -170,6 +171,7 @@ class Job:
         self.running = trigger
         self.timed_out = self.replacing = False
         self.runs += 1
+        self.planned = trigger.planned if trigger.why in ("schedule", "retry") else None
         service.trigger = "manual" if trigger.why == "manual" else (
             "start" if trigger.why == "start" else "schedule")
         started = service.rt.wall()

@@ -332,7 +332,8 @@ class Service:
 
     async def _run_once(self) -> Attempt:
         """One run, recorded in the history whatever its end."""
-        run = self.current_run = Run(self.name, self.trigger, time.time())
+        run = self.current_run = Run(self.name, self.trigger, time.time(),
+                                     planned=self.job.planned if self.job else None)
         self.trigger = "restart"
         self.rt.on_run(run, False)
         try:

@@ -30,6 +30,7 @@ class Run:
     why: str = ""
     status: str = ""             # the last STATUS= text
     progress: dict | None = field(default=None)   # done, total, failed at the end
+    planned: float | None = None  # a scheduled run: the time it was due (start - planned: late)
 
     def finish(self, exit_status, error: str, *, stopped: bool = False,
                timed_out: bool = False, replaced: bool = False) -> "Run":

@@ -57,10 +57,10 @@ def load(state_dir: str) -> Loaded:
                              db.execute("SELECT service, enabled FROM enabled")}
             rows = db.execute(
                 "SELECT service, trigger, start, ready, end, duration, exit_code, signal, "
-                "outcome, why, status, progress FROM runs WHERE id IN (SELECT id FROM runs r "
+                "outcome, why, status, progress, planned FROM runs WHERE id IN (SELECT id FROM runs r "
                 "WHERE r.service = runs.service ORDER BY id DESC LIMIT ?) ORDER BY id", (KEEP,))
             for row in rows:
-                run = Run(*row[:11])
+                run = Run(*row[:11], planned=row[12])
                 run.progress = json.loads(row[11]) if row[11] else None
                 found.runs.append(run)
         finally:

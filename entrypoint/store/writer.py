@@ -22,12 +22,12 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY, service TEXT NOT NULL, trigger TEXT, start REAL, ready REAL,
     end REAL, duration REAL, exit_code INTEGER, signal INTEGER, outcome TEXT, why TEXT,
-    status TEXT, progress TEXT);
+    status TEXT, progress TEXT, planned REAL);
 CREATE INDEX IF NOT EXISTS runs_service ON runs (service, id);
 CREATE TABLE IF NOT EXISTS enabled (service TEXT PRIMARY KEY, enabled INTEGER NOT NULL);
 """
 COLUMNS = ("service", "trigger", "start", "ready", "end", "duration", "exit_code", "signal",
-           "outcome", "why", "status", "progress")
+           "outcome", "why", "status", "progress", "planned")
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -45,7 +45,8 @@ def apply(db: sqlite3.Connection, record: dict) -> None:
         return
     run = record["run"]
     values = [run.get(c) for c in COLUMNS]
-    values[-1] = json.dumps(run["progress"]) if run.get("progress") is not None else None
+    values[COLUMNS.index("progress")] = (json.dumps(run["progress"]) if run.get("progress")
+                                         is not None else None)
     db.execute(f"INSERT INTO runs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
                values)
     db.execute("DELETE FROM runs WHERE service = ? AND id <= (SELECT id FROM runs WHERE "
