@@ -3,6 +3,7 @@
 
     python3 scripts/bench.py            # full run: 5 rounds, 4 x 200,000 lines (~5 minutes)
     python3 scripts/bench.py --quick    # 1 round, 4 x 50,000 lines, 3 s idle (~1.5 minutes)
+    python3 scripts/bench.py --web      # the HTTP face vs supervisord's XML-RPC (bench_web.py)
 
 supervisord, honcho and matplotlib are installed into the benchmark's own virtualenv
 (default ~/.cache/entrypoint-bench/venv, `--venv DIR`), with this checkout installed
@@ -1098,7 +1099,12 @@ def write_report(result: dict, out_dir: Path) -> None:
     w(f"- {mach['os']}, Linux {mach['kernel']}, Python {mach['python']}")
     w("- " + ", ".join(f"{k} {v}" for k, v in vers.items()))
     w("")
-    (out_dir / "benchmarks.md").write_text("\n".join(lines))
+    text = "\n".join(lines)
+    old = out_dir / "benchmarks.md"      # keep the HTTP face's section (scripts/bench_web.py)
+    if old.exists() and "<!-- web:begin -->" in old.read_text():
+        kept = old.read_text().split("<!-- web:begin -->", 1)[1].split("<!-- web:end -->", 1)[0]
+        text = text.rstrip("\n") + "\n\n<!-- web:begin -->" + kept + "<!-- web:end -->\n"
+    old.write_text(text)
 
 
 def _ratio(s: dict, a: str, b: str) -> float | None:
@@ -1174,6 +1180,10 @@ def draw_chart(s: dict, path: Path) -> Path | None:
 # ----------------------------------------------------------------------------- main
 
 def main() -> int:
+    if "--web" in sys.argv[1:]:     # the HTTP face vs supervisord's XML-RPC (issue 9)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import bench_web
+        return bench_web.main([a for a in sys.argv[1:] if a != "--web"])
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="1 round, 50,000 lines, 3 s idle")
     p.add_argument("--rounds", type=int, help="rounds (default 5; 1 with --quick)")

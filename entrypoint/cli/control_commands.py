@@ -1,5 +1,5 @@
 """The control subcommands of the CLI: `entrypoint list|status|start|stop|restart|logs|
-reload|shutdown|health|exec`: parse the words, send one request through
+reload|shutdown|health|exec|events|wait`: parse the words, send one request through
 `control/client.py`, print the reply.
 
 Standard library only, plus `protocol`, `client` and `errors` (and `output`'s colours for
@@ -53,6 +53,10 @@ DESCRIPTIONS = {
     "health": "Exit 0 when every enabled service is RUNNING and healthy (oneshots "
               "COMPLETED), 1 otherwise: for a Docker HEALTHCHECK.",
     "exec": "Run CMD as service NAME would run: its user, group, environment and directory.",
+    "events": "Print the current state of services (all when no NAME), then every state or "
+              "health change as it happens, until the runner exits.",
+    "wait": "Return 0 once each named service meets the condition (default: its ready "
+            "condition), 1 as soon as one of them FAILS or the timeout passes, naming it.",
     "history": "Show the last runs of services (all when no NAME), oldest first: trigger, "
                "start, duration, exit, outcome and why; with state_dir, runs before a "
                "restart of the runner too.",
@@ -77,11 +81,20 @@ def parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("-n", "--lines", type=_count, default=100, metavar="N",
                        help="how many lines (default 100)")
         p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    if command == "list":
+        p.add_argument("--wide", action="store_true", help="also show CPU and memory "
+                       "(summed over each service's process group)")
+    if command == "wait":
+        p.add_argument("--for", dest="condition", choices=("started", "healthy", "completed"),
+                       help="the condition (default: each service's ready condition: "
+                            "completed for a oneshot, healthy with a healthcheck, else started)")
+        p.add_argument("--timeout", type=_timeout, default=None, metavar="S",
+                       help="give up after S seconds (exit 1); default: wait as long as it takes")
     return p
 
 
 NAMES = {"status": "*", "start": "+", "stop": "+", "restart": "+", "logs": "*",
-         "history": "*", "enable": "+", "disable": "+"}
+         "events": "*", "wait": "+", "history": "*", "enable": "+", "disable": "+"}
 
 
 def main(command: str, argv: list[str]) -> int:
@@ -96,6 +109,9 @@ def main(command: str, argv: list[str]) -> int:
         return EXIT_USAGE if exc.code not in (0, None) else 0
     if command == "logs":
         return cmd_logs(args)
+    if command in ("events", "wait"):
+        from entrypoint.cli import watch
+        return watch.cmd_events(args) if command == "events" else watch.cmd_wait(args)
     waits = command in ("start", "stop", "restart", "reload", "enable", "disable")
     op_args = {"names": args.names} if names else {}
     if command == "history":
@@ -145,8 +161,19 @@ def _count(text: str) -> int:
     return n
 
 
+def _timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError("must be 0 or more seconds")
+    return value
+
+
 def _show_list(result, args) -> int:
-    print(render_list(result["services"]) if result["services"] else "no services")
+    print(render_list(result["services"], wide=getattr(args, "wide", False))
+          if result["services"] else "no services")
     return 0
 
 

@@ -15,8 +15,9 @@ from entrypoint import __version__
 from entrypoint.errors import EntrypointError, UsageError
 
 CONTROL_COMMANDS = ("list", "status", "start", "stop", "restart", "logs", "reload",
-                    "shutdown", "health", "exec", "history", "enable", "disable")
-SUBCOMMANDS = ("run", "check", "install", "version", *CONTROL_COMMANDS)
+                    "shutdown", "health", "exec", "events", "wait", "history", "enable",
+                    "disable")
+SUBCOMMANDS = ("run", "check", "install", "version", "web", "notify", *CONTROL_COMMANDS)
 EXIT_CMD_NOT_FOUND = 127    # as a shell and `docker run` say it
 
 
@@ -29,10 +30,15 @@ usage:
   entrypoint list | status [NAME] | health     ask the running entrypoint
   entrypoint start|stop|restart NAME...
   entrypoint logs [NAME...] [-f] [-n LINES]
+  entrypoint events [NAME...] [--json]        every state change as it happens
+  entrypoint wait NAME... [--for COND] [--timeout S]
   entrypoint history [NAME] [-n N]             the last runs: trigger, duration, exit, why
   entrypoint enable|disable NAME...            at runtime; kept across reloads
   entrypoint reload | shutdown | install | version
   entrypoint exec NAME -- CMD [ARGS...]       run CMD as that service would run
+  entrypoint web [--socket PATH] [--listen ADDR]   HTTP API and dashboard (entrypoint[web])
+  entrypoint notify [--ready] [--status T] [--progress D/T] [KEY=VALUE...]
+                                               from a service: readiness, status, progress
 
 `entrypoint COMMAND --help` tells more. Exit status: 0 ok, 1 failure, 2 invalid config or
 usage, 3 no running entrypoint reachable; with a CMD, the CMD's status.
@@ -63,9 +69,15 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_check(rest)
         if command == "version":
             return cmd_version(rest)
+        if command == "notify":
+            from entrypoint.cli.notify import main as cmd_notify
+            return cmd_notify(rest)
         if command == "install":
             from entrypoint.cli.install import cmd_install
             return cmd_install(rest)
+        if command == "web":        # the HTTP face, in this process (never in the runner)
+            from entrypoint.web.server import main as web_main
+            return web_main(rest)
         from entrypoint.cli import control_commands
         return control_commands.main(command, rest)
     except EntrypointError as exc:

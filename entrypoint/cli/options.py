@@ -145,6 +145,19 @@ OTHER_VARIABLES = (
 )
 
 
+# The HTTP face's (`pip install 'entrypoint[web]'`): read by config/web.py in the runner
+# and by `entrypoint web`; the values of a [web] table reach the face through them too.
+WEB_VARIABLES = (
+    ("ENTRYPOINT_WEB_LISTEN", "HOST:PORT: serve the API and dashboard there (turns the HTTP "
+                              "face on even without a [web] table)"),
+    ("ENTRYPOINT_WEB_TOKEN", "the bearer token of the operate role (wins over [web] token)"),
+    ("ENTRYPOINT_WEB_TOKEN_FILE", "a file holding that token"),
+    ("ENTRYPOINT_WEB_READ_TOKEN", "a bearer token that may only read"),
+    ("ENTRYPOINT_WEB_PAM", "1: log in with system accounts through PAM"),
+    ("ENTRYPOINT_WEB_PAM_GROUP", "with PAM: only members of this group may log in"),
+)
+
+
 def option(env: str) -> Option:
     return next(o for o in OPTIONS if o.env == env)
 
@@ -291,7 +304,7 @@ def environment_help() -> str:
         about = f"{where}{', '.join(o.commands)}: {o.help}"
         lines.append(f"  {o.describe()}")
         lines.append(textwrap.fill(about, 88, initial_indent=indent, subsequent_indent=indent))
-    for name, meaning in OTHER_VARIABLES:
+    for name, meaning in (*WEB_VARIABLES, *OTHER_VARIABLES):
         lines.append(f"  {name}")
         lines.append(textwrap.fill(meaning, 88, initial_indent=indent, subsequent_indent=indent))
     return "\n".join(lines) + "\n"

@@ -44,16 +44,66 @@ def next_run_text(at: float | None, now: float | None = None) -> str:
     return f"{shown} (in {human_duration(max(0.0, at - now))})"
 
 
-def render_list(services: list[dict]) -> str:
+
+def progress_text(s: dict) -> str:
+    """`40% cleaning /tmp`: the percent and status text a service sent (notify socket)."""
+    said = s.get("notify") or {}
+    progress = said.get("progress") or {}
+    percent = progress.get("percent")
+    parts = [f"{percent:g}%" if percent is not None else
+             (f"{progress['done']} done" if progress.get("done") is not None else ""),
+             said.get("status") or ""]
+    return " ".join(p for p in parts if p)
+
+
+def human_bytes(n: int | None) -> str:
+    """`512K`, `12.3M`, `1.1G`; `-` for None."""
+    if n is None:
+        return "-"
+    for unit, size in (("G", 1 << 30), ("M", 1 << 20)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{n >> 10}K"
+
+
+def cpu_text(s: dict) -> str:
+    return "-" if s.get("cpu_percent") is None else f"{s['cpu_percent']:.1f}%"
+
+
+def render_list(services: list[dict], wide: bool = False) -> str:
+    header = ["NAME", "STATE", "HEALTH", "PID", "UPTIME", "RESTARTS", "EXIT"]
     rows = [[s["name"], s["state"], s["health"], s["pid"] if s["pid"] is not None else "-",
              human_duration(s.get("uptime")), s.get("restarts", 0), exit_text(s.get("exit"))]
             for s in services]
-    headers = ["NAME", "STATE", "HEALTH", "PID", "UPTIME", "RESTARTS", "EXIT"]
+    if wide:    # CPU and memory, summed over each service's process group
+        header += ["CPU", "CPU TIME", "MEM"]
+        for row, s in zip(rows, services):
+            cpu_time = s.get("cpu_seconds")
+            row += [cpu_text(s), "-" if cpu_time is None else f"{cpu_time:.2f}s",
+                    human_bytes(s.get("rss_bytes"))]
     if any(s.get("job") for s in services):      # jobs: when each runs next
-        headers.append("NEXT RUN")
+        header.append("NEXT RUN")
         for row, s in zip(rows, services):
             row.append(next_run_text(s.get("next_run")) if s.get("job") else "")
-    return format_table(headers, rows)
+    if any(progress_text(s) for s in services):  # what services say of their progress
+        header.append("STATUS")
+        for row, s in zip(rows, services):
+            row.append(progress_text(s))
+    return format_table(header, rows)
+
+
+def render_event(e: dict) -> str:
+    """One `events` line: `12:00:01  web  RUNNING  healthy  pid 42  (reason)`."""
+    parts = [time.strftime("%H:%M:%S", time.localtime(e["time"])), e["service"], e["state"]]
+    if e.get("health") not in (None, "-"):
+        parts.append(e["health"])
+    if e.get("pid") is not None:
+        parts.append(f"pid {e['pid']}")
+    if e.get("exit") and e["state"] not in ("RUNNING", "STARTING"):
+        parts.append(f"exit: {e['exit']}")
+    if e.get("reason") and e["reason"] != f"pid {e.get('pid')}":
+        parts.append(f"({e['reason']})")
+    return "  ".join(parts)
 
 
 def _clock(t: float) -> str:
@@ -96,6 +146,9 @@ def render_status(s: dict) -> str:
                               f"{'ok' if last['ok'] else 'failed'} ({last['why']}), "
                               f"{last['ended'] - last['started']:.1f}s")
     field("restarts", s.get("restarts", 0))
+    if s.get("cpu_seconds") is not None:
+        field("resources", f"CPU {cpu_text(s)} ({s['cpu_seconds']:.2f}s in all), "
+                           f"memory {human_bytes(s.get('rss_bytes'))} (process group)")
     exit = s.get("exit")
     field("last exit", exit["text"] if exit else "-")
     if s.get("error"):

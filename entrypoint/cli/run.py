@@ -120,6 +120,7 @@ def attach_control(supervisor, options: RunOptions) -> None:
 
     def on_change(service) -> None:
         try:
+            ops.events.on_change(service)       # `entrypoint events`, `wait`, the HTTP face
             # Once per loop iteration, not per change: a start or stop of N services makes
             # N changes, and each summary walks all N (quadratic; profiled at 50 services).
             title.update_soon(supervisor)

@@ -18,15 +18,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from entrypoint.config import graph
+from entrypoint.config import graph, web
 from entrypoint.errors import ConfigError, Problem
 from entrypoint.config.interpolate import interpolate_tree
 from entrypoint.config.resolve import read_dotenv, service_spec
-from entrypoint.config.schema import NAME_RE, AlertsModel, ServiceModel, TimeoutsModel, depends_on_pairs, from_pydantic, show, suggest_key
+from entrypoint.config.schema import NAME_RE, AlertsModel, ServiceModel, TimeoutsModel, depends_on_pairs, from_pydantic, show
 from entrypoint.config.spec import AlertsSpec, Config, ServiceSpec, Timeouts
 from entrypoint.config.locate import SEARCHED_PLACES, _kind_of, locate  # noqa: F401  (re-exported)
 
 DOCKER_STOP_GRACE = 10.0
+TOP_LEVEL = ("timeouts", "services", "web", "state_dir", "alerts")
 MAX_CONFIG_BYTES = 4 << 20
 
 
@@ -103,9 +104,8 @@ def _build(raw: dict[str, Any], path: str, environ: Mapping[str, str], problems:
     base = os.path.dirname(os.path.abspath(path))
     top = ["timeouts", "services", "state_dir", "alerts"]
     for key in raw:
-        if key not in top:
-            hint = suggest_key(key, top) or "only [timeouts], [[services]], [alerts] and state_dir are read"
-            problems.append(Problem(key, "unknown top-level key", hint))
+        if key not in TOP_LEVEL:
+            problems.append(web.unknown_top_level(key, list(TOP_LEVEL)))
     state_dir = _state_dir(raw.get("state_dir"), base, problems)
     alerts = _alerts(raw.get("alerts"), problems)
     timeouts = Timeouts()
@@ -167,6 +167,9 @@ def _build(raw: dict[str, Any], path: str, environ: Mapping[str, str], problems:
         if not failed:
             specs.append(spec)
     _shutdown_warnings(specs, timeouts, problems, cyclic=bool(graph_problems))
+    web_spec = web.web_service(raw.get("web"), environ, base, problems, set(first_index))
+    if web_spec is not None:    # the HTTP face: a service of its own, never in the runner
+        specs.append(web_spec)
     return Config(source=path, services=tuple(specs), timeouts=timeouts, procfile=False,
                   state_dir=state_dir, alerts=alerts)
 
@@ -325,6 +328,10 @@ def load_procfile(path: str, environ: Mapping[str, str] | None = None) -> tuple[
     if not specs and not problems:
         problems.append(Problem("", "no processes defined", 'add lines like "web: python3 -m http.server"',
                                 warning=True))
+    web_spec = web.web_service(None, environ, os.path.dirname(os.path.abspath(path)), problems,
+                               set(seen))       # ENTRYPOINT_WEB_LISTEN: the HTTP face
+    if web_spec is not None:
+        specs.append(web_spec)
     if any(not p.warning for p in problems):
         raise ConfigError(path, problems)
     return Config(source=path, services=tuple(specs), timeouts=Timeouts(), procfile=True), problems

@@ -48,16 +48,18 @@ def show(value: Any) -> str:
     return {list: "a list", dict: "a table"}.get(type(value), f"a {type(value).__name__}")
 
 
+def _seconds(v: Any, zero_ok: bool) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not math.isfinite(v)):
+        raise _fail(f"expected a number of seconds, got {show(v)}")
+    if v < 0 or (v == 0 and not zero_ok):
+        raise _fail(f"must be {'0 or more' if zero_ok else 'more than 0'} seconds, got {show(v)}")
+    if v > DAY:
+        raise _fail(f"{show(v)} seconds is more than 24 hours", "durations are in seconds")
+    return float(v)
+
+
 def _duration(zero_ok: bool) -> Any:
-    def check(v: Any) -> float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not math.isfinite(v)):
-            raise _fail(f"expected a number of seconds, got {show(v)}")
-        if v < 0 or (v == 0 and not zero_ok):
-            raise _fail(f"must be {'0 or more' if zero_ok else 'more than 0'} seconds, got {show(v)}")
-        if v > DAY:
-            raise _fail(f"{show(v)} seconds is more than 24 hours", "durations are in seconds")
-        return float(v)
-    return Annotated[float, PlainValidator(check)]
+    return Annotated[float, PlainValidator(lambda v: _seconds(v, zero_ok))]
 
 
 def _integer(low: int, high: int = 2**63 - 1) -> Any:
@@ -191,6 +193,47 @@ def _every(v: Any) -> float:
         raise _fail(str(e), 'e.g. every = "10m" or every = 30') from None
 
 
+def _ready(v: Any) -> str:
+    """`notify`, `fd:N` (N >= 3) or `log:REGEX` (CONTRACT §12)."""
+    hint = 'use "notify", "fd:3" or "log:REGEX"'
+    if not isinstance(v, str):
+        raise _fail(f"expected a string, got {show(v)}", hint)
+    kind, sep, rest = v.partition(":")
+    if v == "notify":
+        return v
+    if sep and kind == "fd":
+        if not rest.isdigit() or len(rest) > 4:
+            raise _fail(f"{show(v)}: expected a file descriptor number after fd:", 'e.g. "fd:3"')
+        if int(rest) < 3 or int(rest) > 1023:
+            raise _fail(f"{show(v)}: fd {int(rest)} is "
+                        + ("stdin, stdout or stderr" if int(rest) < 3 else "too large"),
+                        "s6 services use fd 3 or above, e.g. \"fd:3\"")
+        return f"fd:{int(rest)}"
+    if sep and kind == "log":
+        if not rest:
+            raise _fail(f"{show(v)}: empty regular expression", 'e.g. "log:Ready to accept"')
+        try:
+            re.compile(rest)
+        except (re.error, RecursionError, OverflowError) as e:
+            raise _fail(f"{show(v)}: invalid regular expression: {e}", "check the pattern") from None
+        return _no_nul(v)
+    close = did_you_mean(kind, ["notify", "fd", "log"])
+    raise _fail(f"unknown readiness protocol {show(v)}", f"{close} {hint}" if close else hint)
+
+
+UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+
+
+def _interval(v: Any) -> float:
+    """A duration as seconds, or a string with a unit: "500ms", "30s", "5m", "1h"."""
+    if isinstance(v, str):
+        m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*", v)
+        if not m:
+            raise _fail(f"expected seconds or a duration like \"30s\", got {show(v)}")
+        v = float(m[1]) * UNITS[m[2] or "s"]
+    return _seconds(v, zero_ok=False)
+
+
 Seconds = _duration(zero_ok=False)
 SecondsOrZero = _duration(zero_ok=True)
 Ident = Annotated[str, PlainValidator(_ident)]
@@ -253,6 +296,9 @@ class ServiceModel(_Model):
     restart_delay_max: Seconds = 30.0
     restart_limit: RestartLimit = 5
     stable_after: Seconds = 10.0
+    ready: Annotated[str, PlainValidator(_ready)] | None = None
+    ready_timeout: Seconds | None = None
+    watchdog: Annotated[float, PlainValidator(_interval)] | None = None
     # A job (CONTRACT §11): checked against each other in resolve.py.
     schedule: Text | None = None
     every: Annotated[float, PlainValidator(_every)] | None = None

@@ -75,6 +75,16 @@ class ServiceSpec:
     restart_delay_max: float = 30.0
     restart_limit: int = 5
     stable_after: float = 10.0
+    # Readiness (CONTRACT §12): None (started/healthy as usual), "notify", "fd:N", "log:REGEX";
+    # not ready within ready_timeout (None: dependency_wait_timeout) is a failed start.
+    ready: str | None = None
+    ready_timeout: float | None = None
+    watchdog: float | None = None     # seconds between two WATCHDOG=1 at most
+
+    @property
+    def wants_notify(self) -> bool:
+        """The service gets a NOTIFY_SOCKET (jobs get one too: CONTRACT §11)."""
+        return self.ready == "notify" or self.watchdog is not None or self.job is not None
     job: JobSpec | None = None       # set: a scheduled job, SCHEDULED between runs
 
     def environment(self) -> dict[str, str]:

@@ -14,6 +14,10 @@ from typing import Any, Callable
 
 from entrypoint import __version__
 from entrypoint.config.graph import did_you_mean
+from entrypoint.control.events import CONDITIONS, EventHub, wait_for
+from entrypoint.control.resources import ResourceMeter
+
+WEB_SERVICE = "entrypoint-web"      # config/web.py's name (not imported: it needs pydantic)
 from entrypoint.output.ring import LogRing
 from entrypoint.core.order import stop_in_order
 from entrypoint.core.service import Service
@@ -24,7 +28,8 @@ MAX_LOG_LINES = 100_000
 # started (supervisord's `startsecs`), so that a crash right after the exec is reported.
 SETTLE = 1.0
 OPERATIONS = ("list", "status", "start", "stop", "restart", "logs", "shutdown", "health",
-              "reload", "exec_spec", "version", "history", "enable", "disable")
+              "reload", "exec_spec", "version", "events", "wait", "config", "history",
+              "enable", "disable")
 MAX_HISTORY = 10_000
 
 
@@ -96,6 +101,8 @@ class Operations:
         self.reloader = reloader
         self.index = LogIndex()
         self.settle = SETTLE
+        self.events = EventHub(supervisor)      # fed by the supervisor's change listeners
+        self.meter = ResourceMeter()
 
     # -- the one entry point for transports ---------------------------------------------
 
@@ -136,6 +143,15 @@ class Operations:
             return self.exec_spec(name)
         if op == "version":
             return {"version": __version__, "protocol": 1}
+        if op == "events":      # the snapshot; the stream is the server's (like `logs -f`)
+            names = _names(args)
+            self.services(names)
+            return {"services": self.events.snapshot(names)}
+        if op == "config":
+            from entrypoint.control.config_view import config_view
+            return config_view(self.sup.config)
+        if op == "wait":
+            return await self.wait(_names(args), args.get("for"), args.get("timeout"))
         if op == "history":
             return self.history(_names(args), _lines(args, default=20, limit=MAX_HISTORY))
         known = ", ".join(OPERATIONS)
@@ -164,10 +180,16 @@ class Operations:
                 "uptime": time.time() - sup.started_at, "shutting_down": sup.shutting_down,
                 "cmd": sup.cmd, "cmd_pid": sup.cmd_pid,
                 # stdout: bytes waiting for a slow reader, lines it never got
-                "stdout_waiting": sup.printer.writer.queued, "stdout_dropped": sup.printer.dropped}
+                "stdout_waiting": sup.printer.writer.queued, "stdout_dropped": sup.printer.dropped,
+                # datagrams on the notify socket: received, accepted, refused (and why)
+                "notify": dict(sup.notify_socket.counters) if sup.notify_socket else None}
 
     def list(self) -> dict:
-        return {"services": self.sup.snapshot(), "runner": self.runner()}
+        snapshots = self.meter.annotate(self.sup.snapshot())
+        for snap in snapshots:
+            ring = self.sup.rings.get(snap["name"])
+            snap["log_lines_total"] = ring.total if ring is not None else 0
+        return {"services": snapshots, "runner": self.runner()}
 
     def status(self, names: list[str]) -> dict:
         result = []
@@ -183,7 +205,22 @@ class Operations:
                 "log_lines": len(self.sup.rings[service.name]) if service.name in self.sup.rings else 0,
             })
             result.append(snap)
-        return {"services": result, "runner": self.runner()}
+        return {"services": self.meter.annotate(result), "runner": self.runner()}
+
+    async def wait(self, names: list[str], condition, timeout) -> dict:
+        """`wait NAME... --for C --timeout S`: OperationError("failed") naming the culprit."""
+        if not names:
+            raise OperationError("usage", "wait: name at least one service")
+        if condition is not None and condition not in CONDITIONS:
+            raise OperationError("bad_request", f'"args.for" must be one of {", ".join(CONDITIONS)}')
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or timeout < 0):
+            raise OperationError("bad_request", '"args.timeout" must be a number of seconds')
+        services = self.services(names)
+        result = await wait_for(services, condition, timeout)
+        if not result["ok"]:
+            raise OperationError("failed", result["error"], service=result["service"])
+        return {"services": [self._result(s, True) for s in services]}
 
     def health(self) -> dict:
         """Healthy: enabled long-running services RUNNING and healthy, oneshots COMPLETED."""
@@ -192,7 +229,7 @@ class Operations:
             problems.append("the runner is shutting down")
         for service in self.sup.services.values():
             spec = service.spec
-            if not spec.enabled:
+            if not spec.enabled or spec.name == WEB_SERVICE:   # the HTTP face is not the app
                 continue
             if spec.job is not None:
                 if service.state not in (State.SCHEDULED, State.STARTING, State.RUNNING,

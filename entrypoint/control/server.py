@@ -56,6 +56,7 @@ class ControlServer:
             self._server.close()
         for ended in list(self._followers):
             ended.set()
+        self.ops.events.close()
         if self._connections:
             await asyncio.wait(list(self._connections), timeout=1.0)
         for task in list(self._connections):
@@ -129,7 +130,14 @@ class ControlServer:
             if request["op"] == "logs" and request["args"].get("follow"):
                 await self._follow(request, reader, writer)
                 return
-            await self._send(writer, await self.answer(request, origin=_origin(uid)))
+            if request["op"] == "events":
+                await self._events(request, reader, writer)
+                return
+            origin = _origin(uid)
+            via = request["args"].get("via")
+            if isinstance(via, str) and via:    # a face on whose behalf it asks (HTTP)
+                origin += f", for {via[:120]}"
+            await self._send(writer, await self.answer(request, origin=origin))
             if reader.at_eof():
                 return
 
@@ -198,6 +206,39 @@ class ControlServer:
         finally:
             unsubscribe()
             self._followers.discard(ended)
+            closed.cancel()
+
+
+    async def _events(self, request: dict, reader, writer) -> None:
+        """`events`: the snapshot, then one line per state or health change, until either
+        side ends. A peer that falls behind gets a `fell_behind` line and a new snapshot."""
+        reply = await self.answer(request)
+        if not reply["ok"]:
+            await self._send(writer, reply)
+            return
+        names = request["args"].get("names") or None
+        subscriber = self.ops.events.subscribe(names)
+        closed = asyncio.ensure_future(reader.read(1))      # the peer hung up (or sent junk)
+        try:
+            await self._send(writer, reply)
+            while not closed.done():
+                batch = asyncio.ensure_future(subscriber.get())
+                await asyncio.wait([batch, closed], return_when=asyncio.FIRST_COMPLETED)
+                if not batch.done():
+                    batch.cancel()
+                    break
+                events, dropped = batch.result()
+                if not events and subscriber.ended:
+                    await self._send(writer, {"v": VERSION, "event": "end",
+                                              "reason": "the runner is exiting"})
+                    break
+                if dropped:
+                    writer.write(encode({"v": VERSION, "event": "fell_behind", "dropped": dropped,
+                                         "services": self.ops.events.snapshot(names)}))
+                writer.write(b"".join(encode({"v": VERSION, "event": "state", **e}) for e in events))
+                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+        finally:
+            self.ops.events.unsubscribe(subscriber)
             closed.cancel()
 
 

@@ -55,7 +55,7 @@ async def monitor(service, child) -> None:
             if service.health != "healthy":
                 service.say("healthy")
                 service._set_health("healthy")
-            if service.state == State.STARTING:
+            if service.state == State.STARTING and service.protocol_ready:
                 service._set_state(State.RUNNING, "healthy")
         elif passed or clock() - began >= check.start_period:
             failures += 1

@@ -16,9 +16,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from entrypoint.core import health
+from entrypoint.core import health, readiness
 from entrypoint.core.child import Child
 from entrypoint.core.hooks import child_spawner, run_hook
+from entrypoint.core.notify import NotifyState
 from entrypoint.core.restart import RestartPolicy
 from entrypoint.output.printer import Printer
 from entrypoint.output.stream import StreamOutput
@@ -47,6 +48,8 @@ class Runtime:
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     spawn: Callable[..., Child] | None = None
     clock: Callable[[], float] | None = None
+    notify_path: Callable[[], str | None] = lambda: None     # the runner's notify socket
+    notify_listeners: list = field(default_factory=list)     # (service, keys) per datagram
     wall: Callable[[], float] = time.time      # a job's schedule reads the wall clock
     # Each run, for the history: when it begins (finished False), and when it ended.
     on_run: Callable[[Run, bool], None] = lambda run, finished: None
@@ -89,8 +92,11 @@ class Service:
         self._changed = asyncio.Event()
         self.hook: tuple[Child, str] | None = None    # a pre_script or post_script running
         self._child: Child | None = None               # the service's process, this run
+        self.notify = NotifyState()                    # what it said on its notify socket
+        self.ready_signal = asyncio.Event()            # its ready protocol fired, this run
+        self.trigger = "start"                         # why the current run began
+        self.watchdog_fired = False                    # this run was killed by its watchdog
         self.last_run: dict | None = None
-        self.trigger = "start"          # why the next run starts, for its history record
         self.current_run: Run | None = None
         self.job = None
         if spec.job is not None:
@@ -173,6 +179,19 @@ class Service:
         """A run task exists: the service is starting, running, backing off or stopping."""
         return self._task is not None and not self._task.done()
 
+    @property
+    def protocol_ready(self) -> bool:
+        """No ready protocol, or the service announced it is ready in this run."""
+        return self.spec.ready is None or self.ready_signal.is_set()
+
+    def on_notify(self, fields: dict[str, str]) -> None:
+        """A datagram from one of this service's processes (core/notify.py); may raise
+        NotifyError, which the socket counts and logs as a refusal."""
+        said = self.notify.apply(fields, time.time(), self.rt.clock())
+        readiness.on_notify(self, said)
+        for listener in self.rt.notify_listeners:
+            listener(self, said)
+
     # -- control ----------------------------------------------------------------------
 
     def run_now(self) -> asyncio.Task:
@@ -191,6 +210,7 @@ class Service:
         self._stop_requested = False
         self.started_once = self.completed_once = False
         self._wake = asyncio.Event()
+        self.trigger = "start" if self._task is None else "manual"
         self._task = self.rt.loop.create_task(self._run(), name=f"service {self.name}")
         return self._task
 
@@ -247,6 +267,7 @@ class Service:
                     return
                 attempt = await self._run_once()
                 health_restart, self._health_restart = self._health_restart, False
+                watchdog, self.watchdog_fired = self.watchdog_fired, False
                 decision = policy.decide(attempt.exit, attempt.error, attempt.ran_for,
                                          stop_requested=self._stop_requested,
                                          health_restart=health_restart)
@@ -265,7 +286,7 @@ class Service:
                     self._set_state(State.STOPPED, "stopped while backing off")
                     return
                 self.restarts += 1
-                self.trigger = "health" if health_restart else "restart"
+                self.trigger = "watchdog" if watchdog else "health" if health_restart else "restart"
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug must not take PID 1 down with it
@@ -334,7 +355,6 @@ class Service:
         """One run, recorded in the history whatever its end."""
         run = self.current_run = Run(self.name, self.trigger, time.time(),
                                      planned=self.job.planned if self.job else None)
-        self.trigger = "restart"
         self.rt.on_run(run, False)
         try:
             attempt = await self._attempt()
@@ -361,9 +381,12 @@ class Service:
         try:
             identity = resolve_identity(spec.user, spec.group)
             env = child_environment({**rt.environ, **spec.environment()}, identity)
+            setup = readiness.prepare(self, env)
             child = rt.spawn(spec.argv, outputs=rt.outputs_for(self), label=self.name, env=env,
-                             cwd=spec.directory, identity=identity, tty=spec.tty)
+                             cwd=spec.directory, identity=identity, tty=spec.tty,
+                             **setup.spawn_kwargs)
         except SpawnError as exc:
+            readiness.abandon(setup if "setup" in locals() else None)
             # Exec failures and exhausted resources (no PTY, no fd, fork refused) alike:
             # a failed start, in the log and the history; the restart policy decides.
             self.last_error = f"cannot start: {exc.message}"
@@ -376,15 +399,17 @@ class Service:
         began = rt.clock()
         monitor = None
         self.say(f"started (pid {child.pid})")
+        watch = readiness.watch(self, child, setup)   # ready protocol, ready_timeout, watchdog
         if spec.healthcheck:
-            self.started_once = True            # "started": the process is up
+            self.started_once = self.protocol_ready   # "started": up (and ready, if it says so)
             self._set_health("starting")
             monitor = rt.loop.create_task(self._monitor_health(child))
-        else:
+        elif spec.ready is None:
             self._set_state(State.RUNNING, f"pid {child.pid}")
         exit_status = await child.finished()
         if monitor is not None:
             monitor.cancel()
+        failed_start = readiness.finish(self, watch)
         self.last_exit = exit_status
         ran_for = rt.clock() - began
         if not (spec.oneshot and exit_status.success) and not self._stop_requested:
@@ -395,7 +420,7 @@ class Service:
         if spec.post_script:
             await run_hook(self, (spec.post_script,), rt.timeouts.post_script_timeout,
                            "post_script")
-        return Attempt(exit=exit_status, ran_for=ran_for)
+        return Attempt(exit=exit_status, ran_for=ran_for, error=failed_start)
 
     # -- health -----------------------------------------------------------------------
 
@@ -432,4 +457,6 @@ class Service:
             "job": self.job.snapshot() if self.job is not None else None,
             "last_run": self.last_run,
             "last_check": check,
+            "ready": self.spec.ready, "trigger": self.trigger,
+            "notify": self.notify.to_json(),
         }

@@ -119,14 +119,16 @@ def spawn(
     identity: Identity | None = None,
     tty: bool = True,
     merge_stderr: bool = False,
-    stdin: int | None = None,
+    extra_fds: dict[int, int] | None = None,
 ) -> Spawned:
     """Start `argv` in a new session; return its pid and the fds to read its output from.
 
     `tty=True`: one PTY for stdin/stdout/stderr, made the controlling terminal.
-    `tty=False`: stdin is /dev/null (or the fd `stdin`: the history writer's pipe), stdout
-    and stderr are separate pipes (one pipe when `merge_stderr`). Raises SpawnError with a readable message when exec fails.
+    `tty=False`: stdin is /dev/null, stdout and stderr are separate pipes (one pipe when
+    `merge_stderr`). `extra_fds` {target: fd}: `fd` becomes `target` in the child (an s6
+    notification-fd). Raises SpawnError with a readable message when exec fails.
     """
+    extra = _movable(extra_fds or {})
     user_kwargs = {}
     if identity is not None:
         user_kwargs = dict(user=identity.uid, group=identity.gid, extra_groups=list(identity.groups))
@@ -144,10 +146,11 @@ def spawn(
                 # otherwise it cannot open its own tty by name (root's, mode 0600).
                 os.fchown(slave, identity.uid, -1)
             if identity is None and cwd is None:
-                pid, popen = _spawn_fast(argv, env, os.ttyname(slave), None, None), None
+                pid, popen = _spawn_fast(argv, env, os.ttyname(slave), None, None, extra), None
             else:
                 popen = _popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd,
-                               preexec_fn=_child_with_ctty, **user_kwargs)
+                               preexec_fn=_with_fds(_child_with_ctty, extra), extra=extra,
+                               **user_kwargs)
                 pid = popen.pid
         except OSError as exc:
             os.close(master)
@@ -168,11 +171,12 @@ def spawn(
         os.close(out_w)
         raise
     try:
-        if identity is None and cwd is None and min(out_w, err_w) > 2 and stdin is None:
-            pid, popen = _spawn_fast(argv, env, None, out_w, err_w), None
+        if identity is None and cwd is None and min(out_w, err_w) > 2:
+            pid, popen = _spawn_fast(argv, env, None, out_w, err_w, extra), None
         else:
-            popen = _popen(argv, stdin=subprocess.DEVNULL if stdin is None else stdin, stdout=out_w, stderr=err_w, env=env,
-                           cwd=cwd, preexec_fn=_restore_signals, **user_kwargs)
+            popen = _popen(argv, stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, env=env,
+                           cwd=cwd, preexec_fn=_with_fds(_restore_signals, extra), extra=extra,
+                           **user_kwargs)
             pid = popen.pid
     except BaseException:
         os.close(out_r)
@@ -231,8 +235,27 @@ def _close_inherited_fds_on_exec() -> None:
 _SPAWN_SIGDEF = tuple(dict.fromkeys((*_RUNNER_IGNORED, signal.SIGPIPE, signal.SIGXFSZ)))
 
 
+def _movable(extra: dict[int, int]) -> dict[int, int]:
+    """`extra`, checked: dup2(fd, fd) would leave it close-on-exec (callers avoid it)."""
+    for target, fd in extra.items():
+        if fd == target:
+            raise SpawnError(f"internal error: fd {fd} is already fd {target}")
+    return extra
+
+
+def _with_fds(preexec, extra: dict[int, int]):
+    if not extra:
+        return preexec
+
+    def run() -> None:
+        preexec()
+        for target, fd in extra.items():
+            os.dup2(fd, target)     # inheritable: it survives the exec
+    return run
+
+
 def _spawn_fast(argv, env: dict[str, str], tty_path: str | None,
-                out_w: int | None, err_w: int | None) -> int:
+                out_w: int | None, err_w: int | None, extra: dict[int, int]) -> int:
     """Start `argv` with os.posix_spawn in a new session; return its pid.
 
     For the common case (no user switch, no working directory): glibc starts the child
@@ -253,6 +276,7 @@ def _spawn_fast(argv, env: dict[str, str], tty_path: str | None,
     else:
         actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                    (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
+    actions += [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in extra.items()]
     try:
         return os.posix_spawn(path, list(argv), env, file_actions=actions, setsid=True,
                               setsigdef=_SPAWN_SIGDEF)
@@ -265,9 +289,15 @@ def _spawn_fast(argv, env: dict[str, str], tty_path: str | None,
         raise SpawnError(f'cannot start "{argv[0]}": {getattr(exc, "strerror", None) or exc}') from None
 
 
-def _popen(argv, *, new_session: bool = True, **kwargs) -> subprocess.Popen:
+def _popen(argv, *, new_session: bool = True, extra: dict | None = None,
+           **kwargs) -> subprocess.Popen:
+    if extra:
+        # The preexec dup2()s the extra fds into place, and close_fds would close them
+        # again; every fd of ours is close-on-exec, so nothing else leaks without it.
+        _close_inherited_fds_on_exec()
     try:
-        return subprocess.Popen(list(argv), start_new_session=new_session, close_fds=True, **kwargs)
+        return subprocess.Popen(list(argv), start_new_session=new_session,
+                                close_fds=not extra, **kwargs)
     except FileNotFoundError as exc:
         missing = exc.filename or argv[0]
         if kwargs.get("cwd") and missing == kwargs["cwd"]:

@@ -21,6 +21,7 @@ from entrypoint.output.stream import StreamOutput
 from entrypoint.core.child import Child
 from entrypoint.core.order import stop_in_order
 from entrypoint.core.reaper import ExitStatus, Reaper
+from entrypoint.core.notify import NotifySocket, session_and_group
 from entrypoint.core.service import Runtime, Service
 from entrypoint.core.state import TERMINAL, State
 from entrypoint.core.cmd import CmdError, spawn_cmd, take_terminal_back
@@ -44,6 +45,13 @@ class Supervisor:
         self.ready_timeout = (ready_timeout if ready_timeout is not None
                               else config.timeouts.dependency_wait_timeout)
         self.environ = dict(os.environ if environ is None else environ)
+        # Our own notify socket (systemd Type=notify, podman --sdnotify) is ours alone:
+        # services and the CMD never inherit it (CONTRACT §12).
+        self.own_notify_socket = self.environ.pop("NOTIFY_SOCKET", None)
+        for key in ("WATCHDOG_USEC", "WATCHDOG_PID"):
+            self.environ.pop(key, None)
+        self.notify_socket: NotifySocket | None = None
+        self.notify_listeners: list = []   # (service, keys) for each accepted datagram
         self.log_lines = log_lines
         self.reaper = Reaper()
         self.services: dict[str, Service] = {}
@@ -90,7 +98,33 @@ class Supervisor:
                        timeouts=self.config.timeouts, lookup=self.services.__getitem__,
                        on_change=self._on_change, outputs_for=self._outputs_for,
                        hook_output_for=self._hook_output_for, environ=self.environ,
+                       notify_path=self._notify_path, notify_listeners=self.notify_listeners,
                        on_run=self.history.add)
+
+    def _notify_path(self) -> str | None:
+        return self.notify_socket.path if self.notify_socket is not None else None
+
+    def _open_notify_socket(self) -> None:
+        try:
+            self.notify_socket = NotifySocket(
+                self._loop, lambda service, fields: service.on_notify(fields),
+                self._notify_sender, lambda text: self.printer.system(text, "warning"))
+        except OSError as exc:
+            # Services that need it then get no NOTIFY_SOCKET: not ready in time, a failed start.
+            self.printer.system(f"cannot open the notify socket: {exc.strerror or exc}; "
+                                f'services with ready = "notify" cannot become ready', "error")
+
+    def _notify_sender(self, pid: int) -> Service | None:
+        """The service whose session or process group `pid` is in, if it has a notify
+        socket: what the kernel says of the sender, not what the message claims."""
+        ids = session_and_group(pid)
+        if ids is None:
+            return None
+        for service in self.services.values():
+            leader = service.pid
+            if leader is not None and leader in ids and service.spec.wants_notify:
+                return service
+        return None
 
     def _add_service(self, spec) -> Service:
         service = Service(spec, self._runtime())
@@ -147,6 +181,7 @@ class Supervisor:
             self._loop.call_soon(self._on_shutdown_signal, sig)
 
         self.printer.set_names(self.config.names)
+        self._open_notify_socket()
         for hook in self.startup_hooks:
             await hook(self)
         for spec in self.config.services:
@@ -168,6 +203,8 @@ class Supervisor:
         for sig in (*SHUTDOWN_SIGNALS, signal.SIGHUP, *FORWARDED_SIGNALS):
             self._loop.remove_signal_handler(sig)
         self.reaper.uninstall()
+        if self.notify_socket is not None:
+            self.notify_socket.close()
         for log in self._logs.values():
             log.close()
         # A stalled stdout gets what is left of the shutdown's time, at least a moment.

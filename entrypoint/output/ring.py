@@ -27,6 +27,7 @@ class LogRing:
         self._blocks: deque[tuple[float, int, bytes, int]] = deque()
         self._lines = 0
         self._bytes = 0
+        self.total = 0          # lines ever appended (the metrics' log_lines_total)
         self._subscribers: list[Callable[[bytes], None]] = []
 
     def __len__(self) -> int:
@@ -39,6 +40,7 @@ class LogRing:
         self._blocks.append((time.time(), next(_arrivals), block, count))
         self._lines += count
         self._bytes += len(block)
+        self.total += count
         if self._lines > self.max_lines or self._bytes > self.max_bytes:
             self._trim()
         for callback in list(self._subscribers):

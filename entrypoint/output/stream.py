@@ -53,6 +53,7 @@ class StreamOutput:
         self.printer, self.name, self.stream, self.log, self.ring = printer, name, stream, log, ring
         self._pending = bytearray()
         self._after_cr = False      # a forced flush dropped a final \r: skip a following \n
+        self.tap = None             # ready = "log:REGEX": called with each block until ready
 
     @property
     def has_partial(self) -> bool:
@@ -104,6 +105,8 @@ class StreamOutput:
         self.flush_partial()
 
     def _emit(self, block: bytes) -> None:
+        if self.tap is not None:
+            self.tap(block)
         count = self.printer.write_lines(self.name, self.stream, block)
         if self.log is not None:
             self.log.write(block)

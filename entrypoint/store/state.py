@@ -94,12 +94,11 @@ class Store:
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         said = StreamOutput(self.printer, "entrypoint", "stderr")
         try:
-            os.set_inheritable(read_fd, True)
             self._child = Child.spawn(loop, reaper, (sys.executable, "-I", "-c", _WRITER_CODE,
                                                      root, self.path),
                                       label="history writer", outputs={"stdout": said},
                                       env={"PATH": os.defpath}, cwd="/", tty=False,
-                                      merge_stderr=True, stdin=read_fd)
+                                      merge_stderr=True, extra_fds={0: read_fd})
         except SpawnError as exc:
             os.close(write_fd)
             self._refuse(f"cannot start the history writer: {exc.message}")

@@ -1,0 +1,5 @@
+import sys
+
+from entrypoint.web.server import main
+
+sys.exit(main())
