@@ -134,6 +134,22 @@ def render_status(s: dict) -> str:
         field("depends on", ", ".join(f"{d} ({c})" for d, c in s["depends_on"]))
     kind = "oneshot" if s.get("oneshot") else f"restart = {s.get('restart', '?')}"
     field("policy", kind + (", required" if s.get("required") else ""))
+    said = s.get("notify") or {}
+    if said.get("status"):
+        field("status text", said["status"])
+    progress = said.get("progress")
+    if progress:
+        total = progress.get("total")
+        text = f"{progress['done']}" + (f"/{total}" if total else "") + " done"
+        if progress.get("percent") is not None:
+            text += f" ({progress['percent']:g}%)"
+        if progress.get("failed"):
+            text += f", {progress['failed']} failed"
+        if progress.get("rate") is not None:
+            text += f", {progress['rate']:g}/s"
+        if progress.get("eta") is not None:
+            text += f", ETA {human_duration(progress['eta'])}"
+        field("progress", text)
     job = s.get("job")
     if job:
         field("schedule", f"{job['schedule']}, overlap = {job['overlap']}"

@@ -68,13 +68,16 @@ class Alerts:
 
     def on_change(self, service) -> None:
         before = self._seen.get(service.name)
-        now = (service.state, service.health, id(service.last_run))
+        now = (service.state, service.health, id(service.last_run),
+               getattr(service, "watchdog_fired", False))
         self._seen[service.name] = now
         if before is None or self.sup.shutting_down:
             if before is None and service.state == State.FAILED:
                 self._failed(service)
             return
-        state, health, run = before
+        state, health, run, watchdog = before
+        if now[3] and not watchdog:
+            self.emit("watchdog", service, "no WATCHDOG=1 within its period")
         if service.state == State.FAILED and state != State.FAILED:
             self._failed(service)
         if service.health == "unhealthy" and health != "unhealthy":

@@ -47,6 +47,7 @@ class Job:
         self.last_late = 0.0       # how late the last scheduled run started, in seconds
         self.paused = False        # disabled: the timer is not armed
         self.planned: float | None = None    # when the current run was due (scheduled runs)
+        self.dynamic = False       # the armed plan came from X_NEXT_RUN: no retry replaces it
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -77,6 +78,7 @@ class Job:
 
     def _fire(self, why: str) -> None:
         self._timer = None
+        self.dynamic = False
         plan = self.plan
         self._slot = plan.slot
         self._arm_next()                # the next time is planned now, from the wall clock
@@ -114,6 +116,22 @@ class Job:
         child = self.service._child
         if child is not None and not child.reaped:
             self.loop.create_task(self.service._terminate(child, reason))
+
+    def next_run_said(self, at: float | None) -> None:
+        """`X_NEXT_RUN=` / `entrypoint notify --next-run`: the next run at `at` (a Unix
+        time), once; the schedule takes over again after it (CONTRACT §11)."""
+        service = self.service
+        service.notify.next_run = None       # applied once, here
+        if at is None or self.paused:
+            return
+        now = service.rt.wall()
+        if at <= now:
+            service.say(f"X_NEXT_RUN {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(at))} "
+                        f"is in the past; the schedule stays", "warning")
+            return
+        self.dynamic = True
+        self._arm(Plan(self.loop.time() + (at - now), at, self._slot), "schedule")
+        service.say(f"next run moved by X_NEXT_RUN: {self._when()}")
 
     # -- pause (disable) --------------------------------------------------------------
 
@@ -194,7 +212,7 @@ class Job:
                             "ok": not failed, "why": what}
         if service.stop_requested:
             return
-        if failed and self.spec.retry_every and self._pending is None:
+        if failed and self.spec.retry_every and self._pending is None and not self.dynamic:
             self._arm(self.schedule.retry(service.rt.wall(), self.loop.time(), self._slot),
                       "retry")
         reason = f"last run {'failed' if failed else 'ok'} ({what})"
@@ -213,3 +231,9 @@ class Job:
                 "overlap": self.spec.overlap, "runs": self.runs, "skipped": self.skipped,
                 "last_late": self.last_late, "paused": self.paused,
                 "running_since": None if self.running is None else self.running.planned}
+
+
+def on_notify(service, said: set[str]) -> None:
+    """A notify datagram of any service: a job's X_NEXT_RUN moves its next run."""
+    if service.job is not None and "X_NEXT_RUN" in said:
+        service.job.next_run_said(service.notify.next_run)

@@ -29,7 +29,8 @@ from entrypoint.config.spec import Config
 from entrypoint.core.signals import (FORWARDED_SIGNALS, SHUTDOWN_SIGNALS, SYNCHRONOUS,
                                      become_subreaper)
 from entrypoint.core.sweep import final_sweep, leftovers_text
-from entrypoint.store.history import History
+from entrypoint.store.history import History, note_progress
+from entrypoint.core.job import on_notify as job_notified
 
 # The run ends at most this long after global_shutdown_timeout, whatever is left: a process
 # the kernel cannot kill (uninterruptible sleep), an error in the sweep, no /proc.
@@ -82,6 +83,8 @@ class Supervisor:
         self.change_listeners: list = []  # called with each service that changed (proctitle)
         self.before_sweep_hooks: list = []  # awaited once the services stopped (history writer)
         self.history = History()
+        self.notify_listeners.append(note_progress)
+        self.notify_listeners.append(job_notified)
         self.enabled_overrides: dict[str, bool] = {}   # `enable`/`disable NAME` (state_dir)
         self.store = None                # the state_dir writer, when there is one
         self.alerts = None               # core/alerts.py, when wired

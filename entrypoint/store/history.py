@@ -80,3 +80,16 @@ class History:
         runs = [r for name, rs in self._runs.items() if names is None or name in names for r in rs]
         runs.sort(key=lambda r: r.start)
         return [r.as_dict() for r in runs[-n:]] if n else []
+
+
+def note_progress(service, said: set[str]) -> None:
+    """A notify datagram (core/notify.py): keep its status text and progress in the
+    current run's record, so that they outlive the end of the run (CONTRACT §11)."""
+    run = service.current_run
+    if run is None or not said & {"STATUS", "X_PROGRESS", "X_FAILED"}:
+        return
+    said_json = service.notify.to_json()
+    if said_json.get("status"):
+        run.status = said_json["status"]
+    if said_json.get("progress") is not None:
+        run.progress = said_json["progress"]

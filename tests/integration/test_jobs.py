@@ -146,3 +146,72 @@ def test_check_rejects_a_bad_job(run_entrypoint, write_config):
     assert 'services[0] "job": schedule:' in done.stderr
     assert 'services[0] "job": timezone: unknown timezone' in done.stderr
     assert "Traceback" not in done.stderr
+
+
+NOTIFY = f"{__import__('sys').executable} -m entrypoint notify"
+
+
+def test_progress_shows_in_list_and_status_and_stays_in_the_history(run_entrypoint, write_config,
+                                                                   sock, tmp_path):
+    go = tmp_path / "go"
+    config = write_config(f"""
+        [[services]]
+        name = "cleanup"
+        command = "sh"
+        args = ["-c", "{NOTIFY} --status 'cleaning /tmp' --progress 40/200 --failed 2 && while [ ! -e {go} ]; do sleep 0.05; done"]
+        schedule = "@yearly"
+        run_on_start = true
+    """)
+    start_runner(run_entrypoint, config, sock)
+    wait_until(lambda: (services(sock)["cleanup"].get("notify") or {}).get("progress"), 15,
+               what="the progress report")
+    table = ctl(sock, "list").stdout
+    assert "20% cleaning /tmp" in table, table
+    status = ctl(sock, "status", "cleanup").stdout
+    assert "40/200 done (20%), 2 failed" in status and "cleaning /tmp" in status, status
+    go.touch()
+    wait_until(lambda: services(sock)["cleanup"]["state"] == "SCHEDULED", 15, what="the end")
+    assert not (services(sock)["cleanup"]["notify"] or {}).get("progress")     # cleared
+    run = json.loads(ctl(sock, "history", "--json", "cleanup").stdout)[-1]
+    assert run["status"] == "cleaning /tmp" and run["outcome"] == "ok"
+    assert (run["progress"]["done"], run["progress"]["total"], run["progress"]["failed"]) == (40, 200, 2)
+
+
+def test_a_job_moves_its_next_run_once(run_entrypoint, write_config, sock):
+    config = write_config(f"""
+        [[services]]
+        name = "poller"
+        command = "sh"
+        args = ["-c", "echo polling; {NOTIFY} --next-run +2"]
+        schedule = "@yearly"
+        run_on_start = true
+    """)
+    runner = start_runner(run_entrypoint, config, sock)
+    runner.wait_for(r"poller: next run moved by X_NEXT_RUN")
+    snap = services(sock)["poller"]
+    assert snap["next_run"] - __import__("time").time() < 3
+    # The moved run happens (a scheduled run), then the schedule takes over again: the
+    # second run asks again, so a third comes; without the message it would be a year.
+    runner.wait_for(r"poller: started \(pid", count=2, timeout=10)
+    runs = json.loads(ctl(sock, "history", "--json", "poller").stdout)
+    assert [r["trigger"] for r in runs][:2] == ["start", "schedule"]
+
+
+@pytest.mark.parametrize("when, said", [("+-30", r"in the past; the schedule stays"),
+                                        ("1000", r"in the past; the schedule stays"),
+                                        ("tomorrowish", r"not a time")])
+def test_a_next_run_in_the_past_or_garbage_changes_nothing(run_entrypoint, write_config, sock,
+                                                           when, said):
+    config = write_config(f"""
+        [[services]]
+        name = "poller"
+        command = "sh"
+        args = ["-c", "{NOTIFY} X_NEXT_RUN={when}; echo sent"]
+        schedule = "@yearly"
+        run_on_start = true
+    """)
+    runner = start_runner(run_entrypoint, config, sock)
+    runner.wait_for(said)
+    wait_until(lambda: services(sock)["poller"]["state"] == "SCHEDULED", 10, what="SCHEDULED")
+    assert services(sock)["poller"]["next_run"] - __import__("time").time() > 86400
+    assert "Traceback" not in runner.output + runner.stderr
