@@ -68,16 +68,13 @@ class Alerts:
 
     def on_change(self, service) -> None:
         before = self._seen.get(service.name)
-        now = (service.state, service.health, id(service.last_run),
-               getattr(service, "watchdog_fired", False))
+        now = (service.state, service.health, id(service.last_run))
         self._seen[service.name] = now
         if before is None or self.sup.shutting_down:
             if before is None and service.state == State.FAILED:
                 self._failed(service)
             return
-        state, health, run, watchdog = before
-        if now[3] and not watchdog:
-            self.emit("watchdog", service, "no WATCHDOG=1 within its period")
+        state, health, run = before
         if service.state == State.FAILED and state != State.FAILED:
             self._failed(service)
         if service.health == "unhealthy" and health != "unhealthy":
@@ -85,6 +82,12 @@ class Alerts:
         if (now[2] != run and service.last_run is not None and not service.last_run["ok"]
                 and service.job is not None and service.last_run["why"] != "stopped"):
             self.emit("job_failed", service, service.last_run["why"])
+
+    def on_run(self, run, finished: bool = True) -> None:
+        """A run ended (the history's listener): one its watchdog killed is an alert."""
+        service = self.sup.services.get(run.service)
+        if finished and run.outcome == "watchdog" and service is not None:
+            self.emit("watchdog", service, run.why)
 
     def _failed(self, service) -> None:
         reason = service.history[-1][2] if service.history else ""
@@ -170,6 +173,7 @@ def attach(supervisor) -> None:
     alerts = Alerts(supervisor)
     supervisor.alerts = alerts
     supervisor.change_listeners.append(alerts.on_change)
+    supervisor.history.listeners.append(alerts.on_run)
 
     async def before_sweep(sup) -> None:
         await alerts.settle()

@@ -362,7 +362,8 @@ class Service:
             self.current_run = None
         job = self.job
         run.finish(attempt.exit, attempt.error, stopped=self._stop_requested,
-                   timed_out=bool(job and job.timed_out), replaced=bool(job and job.replacing))
+                   timed_out=bool(job and job.timed_out), replaced=bool(job and job.replacing),
+                   watchdog=self.watchdog_fired)
         self.rt.on_run(run, True)
         return attempt
 

@@ -26,14 +26,15 @@ class Run:
     duration: float | None = None
     exit_code: int | None = None
     signal: int | None = None
-    outcome: str = "running"     # ok | failed | timeout | stopped | replaced | not started
+    outcome: str = "running"     # ok | failed | timeout | watchdog | stopped | replaced | not started
     why: str = ""
     status: str = ""             # the last STATUS= text
     progress: dict | None = field(default=None)   # done, total, failed at the end
     planned: float | None = None  # a scheduled run: the time it was due (start - planned: late)
 
     def finish(self, exit_status, error: str, *, stopped: bool = False,
-               timed_out: bool = False, replaced: bool = False) -> "Run":
+               timed_out: bool = False, replaced: bool = False,
+               watchdog: bool = False) -> "Run":
         self.end = time.time()
         self.duration = self.end - self.start
         if exit_status is None:
@@ -43,6 +44,8 @@ class Run:
         self.why = exit_status.describe()
         if timed_out:
             self.outcome, self.why = "timeout", f"timed out; {self.why}"
+        elif watchdog:
+            self.outcome, self.why = "watchdog", f"killed by its watchdog; {self.why}"
         elif replaced:
             self.outcome = "replaced"
         elif stopped:

@@ -167,3 +167,21 @@ def test_a_bad_webhook_changes_nothing_for_the_services(run_entrypoint, write_co
         assert runner.wait(20) == 0
     finally:
         listener.close()
+
+
+def test_a_watchdog_kill_alerts(run_entrypoint, write_config, sock, recorder):
+    url, received = recorder
+    config = write_config(f"""
+        [alerts]
+        on = ["watchdog"]
+        webhook = "{url}"
+        [[services]]
+        name = "sleepy"
+        command = "sleep 1000"
+        watchdog = "1s"
+        restart = "no"
+    """)
+    start_runner(run_entrypoint, config, sock)
+    wait_until(lambda: received(), 20, what="the watchdog post")
+    post = received()[0]
+    assert (post["event"], post["service"]) == ("watchdog", "sleepy")
