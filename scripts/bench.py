@@ -4,6 +4,7 @@
     python3 scripts/bench.py            # full run: 5 rounds, 4 x 200,000 lines (~5 minutes)
     python3 scripts/bench.py --quick    # 1 round, 4 x 50,000 lines, 3 s idle (~1.5 minutes)
     python3 scripts/bench.py --web      # the HTTP face vs supervisord's XML-RPC (bench_web.py)
+    python3 scripts/bench.py --jobs     # the job scheduler vs a bare cron-like loop (bench_jobs.py)
 
 supervisord, honcho and matplotlib are installed into the benchmark's own virtualenv
 (default ~/.cache/entrypoint-bench/venv, `--venv DIR`), with this checkout installed
@@ -1104,6 +1105,9 @@ def write_report(result: dict, out_dir: Path) -> None:
     if old.exists() and "<!-- web:begin -->" in old.read_text():
         kept = old.read_text().split("<!-- web:begin -->", 1)[1].split("<!-- web:end -->", 1)[0]
         text = text.rstrip("\n") + "\n\n<!-- web:begin -->" + kept + "<!-- web:end -->\n"
+    if old.exists() and "<!-- jobs:begin -->" in old.read_text():   # and the jobs' (bench_jobs.py)
+        kept = old.read_text().split("<!-- jobs:begin -->", 1)[1].split("<!-- jobs:end -->", 1)[0]
+        text = text.rstrip("\n") + "\n\n<!-- jobs:begin -->" + kept + "<!-- jobs:end -->\n"
     old.write_text(text)
 
 
@@ -1184,6 +1188,10 @@ def main() -> int:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         import bench_web
         return bench_web.main([a for a in sys.argv[1:] if a != "--web"])
+    if "--jobs" in sys.argv[1:]:    # the job scheduler vs a bare cron-like loop (issue 10)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import bench_jobs
+        return bench_jobs.main([a for a in sys.argv[1:] if a != "--jobs"])
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="1 round, 50,000 lines, 3 s idle")
     p.add_argument("--rounds", type=int, help="rounds (default 5; 1 with --quick)")
