@@ -26,12 +26,12 @@ from entrypoint.core.state import State
 MAX_IN_FLIGHT = 8
 LAST_LINES = 10
 
-# The webhook child: POST the JSON in $ENTRYPOINT_ALERT_JSON to argv[1], `tries` times at
+# The webhook child: POST the JSON in $ALERT_PAYLOAD_JSON to argv[1], `tries` times at
 # most, each bounded by `timeout`, 1 s then 2 s apart; a line on failure, exit 1.
 _WEBHOOK_CODE = r"""
 import os, sys, time, urllib.request
 url, timeout, tries = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
-body = os.environ["ENTRYPOINT_ALERT_JSON"].encode()
+body = os.environ["ALERT_PAYLOAD_JSON"].encode()
 why = ""
 for attempt in range(tries):
     if attempt:
@@ -116,7 +116,7 @@ class Alerts:
             self._spawn(self.spec.command, env, self.spec.timeout, "alert command")
         if self.spec.webhook:
             # Slack-style incoming webhooks read "text"; the rest is for everyone else.
-            env = {"PATH": os.defpath, "ENTRYPOINT_ALERT_JSON": json.dumps(payload)}
+            env = {"PATH": os.defpath, "ALERT_PAYLOAD_JSON": json.dumps(payload)}
             argv = (sys.executable, "-I", "-c", _WEBHOOK_CODE, self.spec.webhook,
                     str(self.spec.timeout), str(self.spec.tries))
             bound = self.spec.timeout * self.spec.tries + 2 * self.spec.tries + 5
