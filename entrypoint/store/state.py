@@ -83,6 +83,7 @@ class Store:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dropped = 0
         self.broken = False
+        self._drained: asyncio.Future | None = None    # set when the buffer empties
 
     def start(self, loop: asyncio.AbstractEventLoop, reaper) -> None:
         from entrypoint.core.child import Child
@@ -156,6 +157,8 @@ class Store:
             del self._buffer[:sent]
         if self._fd is not None:
             self._loop.remove_writer(self._fd)
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
 
     def _close_fd(self) -> None:
         if self._fd is not None:
@@ -169,8 +172,12 @@ class Store:
         if self._child is None:
             return
         deadline = self._loop.time() + CLOSE_TIMEOUT
-        while self._buffer and self._fd is not None and self._loop.time() < deadline:
-            await asyncio.sleep(0.01)   # the add_writer callback drains it
+        if self._buffer and self._fd is not None:   # the add_writer callback drains it
+            self._drained = self._loop.create_future()
+            try:
+                await asyncio.wait_for(self._drained, CLOSE_TIMEOUT)
+            except asyncio.TimeoutError:
+                pass
         self._close_fd()
         if await self._child.run_bounded(max(0.1, deadline - self._loop.time())) is None:
             self.printer.system("state_dir: the history writer did not finish in time; the "

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import pytest
 
@@ -215,3 +217,30 @@ def test_a_next_run_in_the_past_or_garbage_changes_nothing(run_entrypoint, write
     wait_until(lambda: services(sock)["poller"]["state"] == "SCHEDULED", 10, what="SCHEDULED")
     assert services(sock)["poller"]["next_run"] - __import__("time").time() > 86400
     assert "Traceback" not in runner.output + runner.stderr
+
+
+def _switches(pid: int) -> int:
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/status") as f:
+            total += sum(int(line.split()[1]) for line in f if "ctxt_switches" in line)
+    return total
+
+
+def test_no_wake_up_between_runs(run_entrypoint, write_config, sock):
+    """Ten jobs due hourly: the runner sleeps until one is due (its context switches, read
+    from /proc without talking to it, do not move)."""
+    config = write_config("".join(f"""
+        [[services]]
+        name = "hourly{i}"
+        command = "true"
+        schedule = "@hourly"
+    """ for i in range(10)))
+    runner = start_runner(run_entrypoint, config, sock,
+                          **{f"hourly{i}": "SCHEDULED" for i in range(10)})
+    if time.time() % 3600 > 3600 - 15:
+        pytest.skip("an hourly run would fall into the window")
+    time.sleep(1.0)                   # the last reply of the control socket settles
+    before = _switches(runner.pid)
+    time.sleep(3.0)                   # the measurement itself: a quiet window
+    assert _switches(runner.pid) - before == 0
