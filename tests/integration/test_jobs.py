@@ -244,3 +244,43 @@ def test_no_wake_up_between_runs(run_entrypoint, write_config, sock):
     before = _switches(runner.pid)
     time.sleep(3.0)                   # the measurement itself: a quiet window
     assert _switches(runner.pid) - before == 0
+
+
+def test_jobs_as_pid1_are_reaped_and_a_sigterm_ends_the_run(run_entrypoint, write_config, sock):
+    """A job's runs under a runner that is PID 1 of its namespace: each run (and the
+    orphan it leaves behind) is reaped, and SIGTERM ends the run with 0."""
+    import subprocess
+
+    from control_helpers import ctl_env
+
+    unshare = ["unshare", "--pid", "--fork", "--mount-proc"]
+    if subprocess.run([*unshare, "true"], capture_output=True, timeout=10).returncode != 0:
+        pytest.skip("cannot create a PID namespace here")
+    config = write_config("""
+        [[services]]
+        name = "orphaner"
+        command = "sh"
+        args = ["-c", "sleep 0.2 & echo run"]
+        every = "0.5s"
+    """)
+    runner = run_entrypoint("-c", config, "--socket", sock, prefix=unshare, env=ctl_env(sock))
+    runner.wait_for(r"as PID 1")
+    wait_until(lambda: runs_of(runner, "orphaner") >= 4, 15, what="four runs")
+    init = int(open(f"/proc/{runner.pid}/task/{runner.pid}/children").read().split()[0])
+
+    def zombies() -> list[int]:
+        found = []
+        for task in os.listdir(f"/proc/{init}/task"):
+            for child in open(f"/proc/{init}/task/{task}/children").read().split():
+                try:
+                    with open(f"/proc/{child}/stat") as f:
+                        if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                            found.append(int(child))
+                except OSError:
+                    pass
+        return found
+
+    # Zombies live only between an exit and its reap: none stays for long.
+    wait_until(lambda: not zombies(), 5, what="no zombie left")
+    os.kill(init, 15)
+    assert runner.wait(20) == 0
