@@ -226,7 +226,11 @@ it (a spawn returns only once its child has exec'd; then a run's bookkeeping: st
 history record, log lines, notify socket). The lateness is that queue: the median run is
 half-way through the burst, about {2 * (e["late_p50_ms"] or 0) / r["jobs"]:.1f} ms per run ahead of it. The bare loop has the
 same queue with less bookkeeping per run; both missed no run. Between runs the runner
-does not wake at all.
+does not wake at all. Profiled (cProfile, 100 jobs, 13 s, same machine): `posix_spawn`
+itself takes ~0.74 ms per run, three quarters of a run's time in the runner: glibc's
+spawn waits until the child has exec'd, and a single-threaded PID 1 that must be the
+parent of every run (to reap it) cannot spawn two at once. The rest (states, history,
+log lines, timers) is ~0.3 ms per run.
 """
 
 
