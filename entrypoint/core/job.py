@@ -43,6 +43,8 @@ class Job:
         self.replacing = False
         self._timeout: asyncio.TimerHandle | None = None
         self.runs = 0              # runs started since the runner began (for `start`)
+        self.results: dict[str, int] = {}    # finished runs by result (metrics)
+        self.last_success: float | None = None
         self.skipped = 0
         self.last_late = 0.0       # how late the last scheduled run started, in seconds
         self.paused = False        # disabled: the timer is not armed
@@ -210,6 +212,10 @@ class Job:
                 attempt.exit.describe() if attempt.exit is not None else attempt.error)
         service.last_run = {"trigger": trigger.why, "started": started, "ended": time.time(),
                             "ok": not failed, "why": what}
+        result = "stopped" if service.stop_requested else "failed" if failed else "ok"
+        self.results[result] = self.results.get(result, 0) + 1
+        if result == "ok":
+            self.last_success = service.last_run["ended"]
         if service.stop_requested:
             return
         if failed and self.spec.retry_every and self._pending is None and not self.dynamic:

@@ -457,6 +457,10 @@ class Service:
             "next_run": self.job.next_run if self.job is not None else None,
             "job": self.job.snapshot() if self.job is not None else None,
             "last_run": self.last_run,
+            # What the dashboard and /metrics read: status text, progress, a job's counts.
+            "status": self.notify.status or None, "progress": self.notify.to_json()["progress"],
+            "job_runs": dict(self.job.results) if self.job is not None else None,
+            "last_success": self.job.last_success if self.job is not None else None,
             "last_check": check,
             "ready": self.spec.ready, "trigger": self.trigger,
             "notify": self.notify.to_json(),

@@ -36,6 +36,8 @@ def test_an_every_job_runs_repeatedly_and_waits_scheduled(run_entrypoint, write_
     snap = services(sock)["tick"]
     assert snap["state"] in ("SCHEDULED", "STARTING", "RUNNING")
     assert snap["job"]["schedule"] == "every 1s"
+    # What the dashboard and the metrics read: counts by result, the last success.
+    assert snap["job_runs"]["ok"] >= 2 and snap["last_success"] > 0
     assert snap["next_run"] is not None
     table = ctl(sock, "list")
     assert "NEXT RUN" in table.stdout.splitlines()[0]
@@ -284,3 +286,31 @@ def test_jobs_as_pid1_are_reaped_and_a_sigterm_ends_the_run(run_entrypoint, writ
     wait_until(lambda: not zombies(), 5, what="no zombie left")
     os.kill(init, 15)
     assert runner.wait(20) == 0
+
+
+def test_jobs_in_the_metrics_and_the_api(run_entrypoint, write_config, sock):
+    from web_helpers import have_web, http, web_stack
+
+    if not have_web():
+        pytest.skip("needs entrypoint[web]")
+    runner, base = web_stack(run_entrypoint, write_config, sock, """
+        [[services]]
+        name = "tick"
+        command = "sh"
+        args = ["-c", "echo tick"]
+        every = "0.5s"
+        [[services]]
+        name = "broken"
+        command = "sh"
+        args = ["-c", "exit 1"]
+        every = "0.5s"
+    """)
+    wait_until(lambda: runs_of(runner, "broken") >= 2 and runs_of(runner, "tick") >= 2, 15,
+               what="runs")
+    metrics = http(base, "/metrics").body.decode()
+    assert 'entrypoint_job_runs_total{service="tick",result="ok"}' in metrics
+    assert 'entrypoint_job_runs_total{service="broken",result="failed"}' in metrics
+    assert 'entrypoint_job_last_success_timestamp_seconds{service="tick"}' in metrics
+    history = http(base, "/api/v1/services/broken/history").json
+    assert history["runs"] and history["runs"][0]["outcome"] == "failed"
+    assert http(base, "/api/v1/services/tick").json["next_run"] > 0
