@@ -3,6 +3,7 @@
 
     python3 scripts/bench.py            # full run: 5 rounds, 4 x 200,000 lines (~5 minutes)
     python3 scripts/bench.py --quick    # 1 round, 4 x 50,000 lines, 3 s idle (~1.5 minutes)
+    python3 scripts/bench.py --readiness  # READY=1 to a dependent's start (scripts/bench_ready.py)
     python3 scripts/bench.py --web      # the HTTP face vs supervisord's XML-RPC (bench_web.py)
     python3 scripts/bench.py --jobs     # the job scheduler vs a bare cron-like loop (bench_jobs.py)
 
@@ -1101,13 +1102,15 @@ def write_report(result: dict, out_dir: Path) -> None:
     w("- " + ", ".join(f"{k} {v}" for k, v in vers.items()))
     w("")
     text = "\n".join(lines)
-    old = out_dir / "benchmarks.md"      # keep the HTTP face's section (scripts/bench_web.py)
-    if old.exists() and "<!-- web:begin -->" in old.read_text():
-        kept = old.read_text().split("<!-- web:begin -->", 1)[1].split("<!-- web:end -->", 1)[0]
-        text = text.rstrip("\n") + "\n\n<!-- web:begin -->" + kept + "<!-- web:end -->\n"
-    if old.exists() and "<!-- jobs:begin -->" in old.read_text():   # and the jobs' (bench_jobs.py)
-        kept = old.read_text().split("<!-- jobs:begin -->", 1)[1].split("<!-- jobs:end -->", 1)[0]
-        text = text.rstrip("\n") + "\n\n<!-- jobs:begin -->" + kept + "<!-- jobs:end -->\n"
+    old = out_dir / "benchmarks.md"
+    # The sections of the other benchmarks (bench_web.py, bench_ready.py, bench_jobs.py) outlive this rewrite.
+    previous = old.read_text() if old.exists() else ""
+    for begin, end in (("<!-- web:begin -->", "<!-- web:end -->"),
+                       ("<!-- readiness: begin -->", "<!-- readiness: end -->"),
+                       ("<!-- jobs:begin -->", "<!-- jobs:end -->")):
+        if begin in previous and end in previous:
+            kept = previous.split(begin, 1)[1].split(end, 1)[0]
+            text = text.rstrip("\n") + f"\n\n{begin}{kept}{end}\n"
     old.write_text(text)
 
 
@@ -1212,6 +1215,14 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=ROOT / "docs",
                    help="where benchmarks.md/.png/.json go (default docs/)")
     p.add_argument("--in-venv", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--readiness", action="store_true",
+                   help="measure READY=1 to a dependent's start instead (scripts/bench_ready.py; "
+                        "no venv needed): its section of docs/benchmarks.md")
+    args, rest = p.parse_known_args()
+    if args.readiness:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_ready import main as readiness_main
+        return readiness_main(rest + (["--no-report"] if args.no_report else []))
     args = p.parse_args()
     args.rounds = args.rounds or (1 if args.quick else 5)
     args.lines = args.lines or (50_000 if args.quick else 200_000)

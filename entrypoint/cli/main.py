@@ -26,7 +26,7 @@ TOP_HELP = f"""entrypoint {__version__} - a PID-1-safe container entrypoint and 
 usage:
   entrypoint [-c FILE] [--procfile FILE] [OPTIONS] [--] [CMD [ARGS...]]   supervise
   entrypoint run [same as above]
-  entrypoint check [-c FILE]                   validate the config, start nothing
+  entrypoint check [-c FILE] [--strict]        validate the config, start nothing
   entrypoint list | status [NAME] | health     ask the running entrypoint
   entrypoint start|stop|restart NAME...
   entrypoint logs [NAME...] [-f] [-n LINES]
@@ -132,6 +132,13 @@ def cmd_check(argv: list[str]) -> int:
                                    need_config=True)
     for problem in warnings:
         print(f"warning: {problem.render()}", file=sys.stderr)
+    if values.get("strict"):
+        from entrypoint.config import preflight
+        from entrypoint.errors import ConfigError
+
+        found = preflight.problems(config)
+        if found:
+            raise ConfigError(config.source, found)
     enabled = [s for s in config.services if s.enabled]
     layers = graph.start_layers(config.services)
     order = " -> ".join("[" + ", ".join(layer) + "]" for layer in layers) or "(none)"

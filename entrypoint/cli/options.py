@@ -106,6 +106,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("ENTRYPOINT_PROCFILE", ("--procfile",), "procfile", text, "FILE",
            "run a Procfile instead (foreman/honcho semantics: the first exit stops all)",
            (RUN, CHECK)),
+    Option("ENTRYPOINT_STRICT", ("--strict",), "strict", boolean, None,
+           "also check every service as its own user would see it: commands executable, "
+           "directories usable, env files readable (the image-build preflight)", (CHECK,)),
     Option("ENTRYPOINT_READY_TIMEOUT", ("--ready-timeout",), "ready_timeout", seconds, "SECONDS",
            "how long the CMD waits for the services to be ready "
            "(default: the config's dependency_wait_timeout)", (RUN,)),
@@ -142,6 +145,17 @@ OPTIONS: tuple[Option, ...] = (
 OTHER_VARIABLES = (
     ("NO_COLOR", "non-empty: no colour (under --color auto)"),
     ("FORCE_COLOR", "non-empty: colour even when stdout is not a terminal (under --color auto)"),
+    ("NOTIFY_SOCKET", "entrypoint's own (systemd Type=notify, podman --sdnotify): it reports "
+                      "READY=1, STATUS=, RELOADING=1, STOPPING=1 there; services never inherit it"),
+    ("WATCHDOG_USEC", "with NOTIFY_SOCKET: entrypoint sends WATCHDOG=1 every half of it"),
+)
+
+# Set by entrypoint in a service's environment; listed in the help too.
+SERVICE_VARIABLES = (
+    ("NOTIFY_SOCKET", 'its own notify socket, with ready = "notify" or a watchdog'),
+    ("WATCHDOG_USEC", "with watchdog: the period within which it must send WATCHDOG=1"),
+    ("ENTRYPOINT_REPLICA", "with replicas: its number, from 1"),
+    ("PORT", "with port: the port it should listen on (port + replica - 1 for replicas)"),
 )
 
 
@@ -316,6 +330,10 @@ def environment_help() -> str:
         lines.append(f"  {o.describe()}")
         lines.append(textwrap.fill(about, 88, initial_indent=indent, subsequent_indent=indent))
     for name, meaning in (*WEB_VARIABLES, *ALERT_VARIABLES, *OTHER_VARIABLES):
+        lines.append(f"  {name}")
+        lines.append(textwrap.fill(meaning, 88, initial_indent=indent, subsequent_indent=indent))
+    lines.append("set in each service's environment:")
+    for name, meaning in SERVICE_VARIABLES:
         lines.append(f"  {name}")
         lines.append(textwrap.fill(meaning, 88, initial_indent=indent, subsequent_indent=indent))
     return "\n".join(lines) + "\n"

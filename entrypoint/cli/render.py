@@ -134,22 +134,6 @@ def render_status(s: dict) -> str:
         field("depends on", ", ".join(f"{d} ({c})" for d, c in s["depends_on"]))
     kind = "oneshot" if s.get("oneshot") else f"restart = {s.get('restart', '?')}"
     field("policy", kind + (", required" if s.get("required") else ""))
-    said = s.get("notify") or {}
-    if said.get("status"):
-        field("status text", said["status"])
-    progress = said.get("progress")
-    if progress:
-        total = progress.get("total")
-        text = f"{progress['done']}" + (f"/{total}" if total else "") + " done"
-        if progress.get("percent") is not None:
-            text += f" ({progress['percent']:g}%)"
-        if progress.get("failed"):
-            text += f", {progress['failed']} failed"
-        if progress.get("rate") is not None:
-            text += f", {progress['rate']:g}/s"
-        if progress.get("eta") is not None:
-            text += f", ETA {human_duration(progress['eta'])}"
-        field("progress", text)
     job = s.get("job")
     if job:
         field("schedule", f"{job['schedule']}, overlap = {job['overlap']}"
@@ -180,11 +164,36 @@ def render_status(s: dict) -> str:
             output = (last.get("output") or "").strip().replace("\n", " | ")
             field("last check", f"{result} {human_duration(time.time() - last['at'])} ago"
                                 + (f": {output[:200]}" if output else ""))
+    _readiness(s, field)
     lines.append("  history:")
     for h in s.get("history", []):
         reason = f"  {h['reason']}" if h.get("reason") else ""
         lines.append(f"    {_clock(h['at'])}  {h['state']:<9}{reason}".rstrip())
     return "\n".join(lines)
+
+
+def _readiness(s: dict, field) -> None:
+    """The ready protocol, port, and what the service said on its notify socket."""
+    if s.get("ready"):
+        said = s.get("notify") or {}
+        field("ready", f"{s['ready']}" + (" (ready)" if said.get("ready") else " (not yet)"))
+    if s.get("port") is not None:
+        field("port", s["port"])
+    said = s.get("notify") or {}
+    if said.get("status"):
+        field("status text", said["status"])
+    progress = said.get("progress")
+    if progress:
+        text = f"{progress['done']}" + (f"/{progress['total']}" if progress.get("total") else "")
+        if progress.get("percent") is not None:
+            text += f" ({progress['percent']:g}%)"
+        if progress.get("failed"):
+            text += f", {progress['failed']} failed"
+        if progress.get("rate"):
+            text += f", {progress['rate']:.3g}/s"
+        if progress.get("eta") is not None:
+            text += f", ETA {human_duration(progress['eta'])}"
+        field("progress", text)
 
 
 def render_history(runs: list[dict]) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from entrypoint.config import graph, web
+from entrypoint.config import graph, replicas, web
 from entrypoint.errors import ConfigError, Problem
 from entrypoint.config.interpolate import interpolate_tree
 from entrypoint.config.resolve import read_dotenv, service_spec
@@ -165,7 +165,13 @@ def _build(raw: dict[str, Any], path: str, environ: Mapping[str, str], problems:
         stand_ins = {f"{where}: {key}" for key in failed}
         problems.extend(p for p in found if p.where not in stand_ins)
         if not failed:
-            specs.append(spec)
+            specs += replicas.expand(spec, model.replicas, model.port)
+            if model.replicas is not None and model.port is not None \
+                    and model.port + model.replicas - 1 > 65535:
+                problems.append(Problem(f"{where}: port", f"{model.replicas} replicas from port "
+                                        f"{model.port} go past 65535", "lower port or replicas"))
+    specs = replicas.resolve_dependencies(specs)
+    problems.extend(replicas.port_problems(specs, {m.name: w for _, w, m, _ in models}))
     _shutdown_warnings(specs, timeouts, problems, cyclic=bool(graph_problems))
     web_spec = web.web_service(raw.get("web"), environ, base, problems, set(first_index))
     if web_spec is not None:    # the HTTP face: a service of its own, never in the runner

@@ -127,7 +127,8 @@ def service_spec(m: ServiceModel, where: str, deps: tuple[tuple[str, str], ...],
         log_backups=m.log_backups, oneshot=m.oneshot, tty=m.tty, restart=restart, stop_signal=m.stop_signal,
         healthcheck=health, restart_delay=m.restart_delay, restart_delay_max=m.restart_delay_max,
         restart_limit=m.restart_limit, stable_after=m.stable_after, ready=m.ready,
-        ready_timeout=m.ready_timeout, watchdog=m.watchdog)
+        ready_timeout=m.ready_timeout, watchdog=m.watchdog,
+        env_files=tuple(os.path.join(base, name) for name in m.env_file))
 
 
 JOB_ONLY = ("retry_every", "timezone", "run_on_start", "timeout")

@@ -299,6 +299,8 @@ class ServiceModel(_Model):
     ready: Annotated[str, PlainValidator(_ready)] | None = None
     ready_timeout: Seconds | None = None
     watchdog: Annotated[float, PlainValidator(_interval)] | None = None
+    replicas: _integer(1, 1000) | None = None
+    port: _integer(1, 65535) | None = None
     # A job (CONTRACT §11): checked against each other in resolve.py.
     schedule: Text | None = None
     every: Annotated[float, PlainValidator(_every)] | None = None

@@ -80,6 +80,11 @@ class ServiceSpec:
     ready: str | None = None
     ready_timeout: float | None = None
     watchdog: float | None = None     # seconds between two WATCHDOG=1 at most
+    # Replicas and ports (CONTRACT §13, config/replicas.py): `web.2` has replica_of "web".
+    replica_of: str | None = None
+    replica: int | None = None
+    port: int | None = None           # the port it declares it listens on (its own, for a replica)
+    env_files: tuple[str, ...] = ()   # absolute paths, read at load; `check --strict` re-reads them
 
     @property
     def wants_notify(self) -> bool:

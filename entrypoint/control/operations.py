@@ -162,6 +162,10 @@ class Operations:
     def services(self, names: list[str]) -> list[Service]:
         """The services called `names` (all when empty); OperationError if one is unknown."""
         known = self.sup.services
+        # A replicated service's own name means all of its replicas (CONTRACT §13): they
+        # are NAME.i, and only replicas have a dot in their name.
+        names = [r for n in names for r in ([n] if n in known else
+                 [k for k in known if k.rpartition(".")[0] == n] or [n])]
         unknown = [n for n in dict.fromkeys(names) if n not in known]
         if unknown:
             hints = [did_you_mean(n, known) for n in unknown]

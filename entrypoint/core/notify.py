@@ -15,6 +15,7 @@ Public surface (also used by the jobs code and the `entrypoint notify` client):
 - `NotifySocket(loop, on_message, find)`: the runner's socket. `find(pid)` returns the
   service owning a pid or None; `on_message(service, fields)` is called for each accepted
   datagram. `.path` goes into a service's `NOTIFY_SOCKET`; `.counters` are shown by `list`.
+- `open_notify_socket(supervisor)`: the runner's socket, finding services by session/group.
 - `send(path, text, wait=...)`: send one datagram (as sd_notify does), optionally waiting for
   the runner's acknowledgement: our own client asks for one with `X_ENTRYPOINT_ACK=1`, so
   it cannot exit (and be reaped) before the runner has looked up its pid.
@@ -219,7 +220,9 @@ class NotifySocket:
 
         self._unlogged: dict[str, int] = {}
         self._last_log = -math.inf
-        self._dir = tempfile.mkdtemp(prefix="entrypoint-notify-", dir=_runtime_dir())
+        parent = _runtime_dir() or tempfile.gettempdir()
+        sweep_stale(parent)
+        self._dir = tempfile.mkdtemp(prefix=DIR_PREFIX, dir=parent)
         # Services of other users must reach the socket: the directory is searchable (not
         # listable) and the socket writable by all. Who is heard is decided by the sender's
         # pid that the kernel stamps on each datagram, not by file modes.
@@ -280,8 +283,10 @@ class NotifySocket:
                                 + (f" from pid {pid}" if pid else ""), addr)
         service = self._find(pid) if pid else None
         if service is None:
-            return self._refuse("stranger", f"{_summary(fields)} from pid {pid}, which belongs to "
-                                f"no service with a notify socket", addr, fields)
+            # The kernel gives pid 0 for a sender outside our PID namespace.
+            sender = f"pid {pid}, which belongs to" if pid else "a process outside this PID namespace:"
+            return self._refuse("stranger", f"{_summary(fields)} from {sender} no service with "
+                                f"a notify socket", addr, fields)
         self.counters["accepted"] += 1
         try:
             self._on_message(service, fields)
@@ -312,10 +317,71 @@ class NotifySocket:
             pass
 
 
+def open_notify_socket(sup) -> NotifySocket | None:
+    """The supervisor's notify socket; None (with an error line) if it cannot be made:
+    services that need it then never become ready, a failed start each."""
+    def sender(pid: int):
+        # The service whose session or process group `pid` is in, if it has a notify
+        # socket: what the kernel says of the sender, not what the message claims.
+        ids = session_and_group(pid)
+        if ids is None:
+            return None
+        for service in sup.services.values():
+            leader = service.pid
+            if leader is not None and leader in ids and service.spec.wants_notify:
+                return service
+        return None
+
+    try:
+        return NotifySocket(sup._loop, lambda service, fields: service.on_notify(fields), sender,
+                            lambda text: sup.printer.system(text, "warning"))
+    except OSError as exc:
+        sup.printer.system(f"cannot open the notify socket: {exc.strerror or exc}; services "
+                           f'with ready = "notify" or a watchdog cannot become ready', "error")
+        return None
+
+
 def _summary(fields: dict[str, str]) -> str:
     keys = ", ".join(f"{k}={fields[k][:20]}" if k in ("READY", "WATCHDOG") else k
                      for k in list(fields)[:4])
     return f"a message ({keys})"
+
+
+DIR_PREFIX = "entrypoint-notify-"
+STALE_AFTER = 60.0      # seconds: younger directories may belong to a runner binding right now
+
+
+def sweep_stale(parent: str, now: float | None = None) -> int:
+    """Remove notify directories of runners that died without cleaning up (SIGKILL): ours
+    by name and owner, older than a minute, whose socket has nobody bound to it (a
+    datagram connect() to it is refused). Returns how many went."""
+    import shutil
+
+    now = time.time() if now is None else now
+    removed = 0
+    try:
+        entries = [e for e in os.scandir(parent) if e.name.startswith(DIR_PREFIX)][:100]
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not entry.is_dir(follow_symlinks=False) or st.st_uid != os.geteuid() \
+                or now - st.st_mtime < STALE_AFTER:
+            continue
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.connect(os.path.join(entry.path, "notify.sock"))
+                continue            # a live runner's
+            except (ConnectionRefusedError, FileNotFoundError):
+                pass
+            except OSError:
+                continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed += 1
+    return removed
 
 
 def _runtime_dir() -> str | None:
@@ -344,5 +410,5 @@ def send(path: str, text: str, *, wait: float = 0.0) -> str | None:
             return None
 
 
-__all__ = ["MAX_DATAGRAM", "NotifyError", "NotifySocket", "NotifyState", "parse", "parse_when",
-           "send", "session_and_group"]
+__all__ = ["MAX_DATAGRAM", "NotifyError", "NotifySocket", "NotifyState", "open_notify_socket",
+           "parse", "parse_when", "send", "session_and_group"]

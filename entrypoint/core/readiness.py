@@ -98,13 +98,17 @@ def watch(service, child, setup: Setup) -> Watch:
 
 
 def finish(service, w: Watch) -> str:
-    """The run ended: stop listening; return why the start failed ("" if it did not)."""
+    """The run ended: stop listening. Returns why the run failed whatever its exit status
+    (not ready in time, or killed by its watchdog: a service that exits 0 on the signal
+    did not succeed), else ""."""
     for task in w.tasks:
         task.cancel()
     _stop_reading(service, w)
     for output in w.outputs:
         output.tap = None
     service.notify.clear_run()
+    if service.watchdog_fired and not w.failed_start:
+        return service.last_error
     return w.failed_start
 
 
@@ -188,7 +192,9 @@ def _line_matcher(service, pattern: re.Pattern):
 
 
 async def _watchdog(service, child, period: float) -> None:
-    """Kill the service when a period passes with no WATCHDOG=1 (counted from the start)."""
+    """Kill the service when a period passes with no WATCHDOG=1, counted from when it is
+    ready (as systemd does: a slow start is ready_timeout's business)."""
+    await service.ready_signal.wait()
     clock = service.rt.clock
     since = clock()
     while not child.reaped:
@@ -207,6 +213,8 @@ def _fire_watchdog(service, child, why: str) -> None:
         return
     service.watchdog_fired = True
     service.last_error = f"watchdog: {why}"
+    for listener in service.rt.notify_listeners:    # e.g. a "watchdog" alert
+        listener(service, {"WATCHDOG_FIRED"})
     service.say(f"watchdog: {why}; killing it (SIGABRT, then SIGKILL)", "error")
     # SIGABRT as systemd does, so a core dump can show where it hung; SIGKILL soon after.
     service.rt.loop.create_task(child.stop(6, min(5.0, service.rt.timeouts.service_shutdown_timeout)))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from entrypoint.errors import ConfigError, EntrypointError
 from entrypoint.control.operations import OperationError
+from entrypoint.config.replicas import same_but_replicas as same
 from entrypoint.config.spec import Config
 from entrypoint.core.order import stop_in_order
 
@@ -46,8 +47,8 @@ def diff(old: Config, new: Config) -> Diff:
     return Diff(
         added=tuple(n for n in after if n not in before),
         removed=tuple(n for n in before if n not in after),
-        changed=tuple(n for n in after if n in before and after[n] != before[n]),
-        unchanged=tuple(n for n in after if n in before and after[n] == before[n]))
+        changed=tuple(n for n in after if n in before and not same(after[n], before[n])),
+        unchanged=tuple(n for n in after if n in before and same(after[n], before[n])))
 
 
 class Reloader:
@@ -75,7 +76,12 @@ class Reloader:
 
     async def reload(self, origin: str) -> dict:
         async with self._lock:          # one reload at a time; a second one waits
-            return await self._reload(origin)
+            self.sup.tell("reloading")
+            try:
+                return await self._reload(origin)
+            finally:
+                if not self.sup.shutting_down:
+                    self.sup.tell("reloaded")
 
     async def _load(self) -> tuple[Config, list]:
         if self.source is None:
@@ -139,6 +145,8 @@ class Reloader:
         sup.services.update(ordered)
         for service in sup.services.values():
             service.rt.timeouts = new.timeouts
+        for name in d.unchanged:     # same but for the replicas it depends on: those are new
+            sup.services[name].spec = new.service(name)
         sup.printer.set_names(new.names)
         self.ops.index.attach_all(sup.rings)
 

@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from entrypoint.core import health, readiness
+from entrypoint.core import health, ports, readiness
 from entrypoint.core.child import Child
 from entrypoint.core.hooks import child_spawner, run_hook
 from entrypoint.core.notify import NotifyState
@@ -356,12 +356,16 @@ class Service:
         run = self.current_run = Run(self.name, self.trigger, time.time(),
                                      planned=self.job.planned if self.job else None)
         self.rt.on_run(run, False)
+        exit_before = self.last_exit
         try:
             attempt = await self._attempt()
         finally:
             self.current_run = None
         job = self.job
-        run.finish(attempt.exit, attempt.error, stopped=self._stop_requested,
+        # Not ready in time or killed by its watchdog: a failed run with no exit in the
+        # Attempt, but the process did run and exit.
+        ran = self.last_exit if self.last_exit is not exit_before else None
+        run.finish(attempt.exit or ran, attempt.error, stopped=self._stop_requested,
                    timed_out=bool(job and job.timed_out), replaced=bool(job and job.replacing),
                    watchdog=self.watchdog_fired)
         self.rt.on_run(run, True)
@@ -377,6 +381,12 @@ class Service:
             if status is None or not status.success:
                 what = "timed out" if status is None else status.describe()
                 self.last_error = f"pre_script {spec.pre_script} failed ({what}): not started"
+                self.say(self.last_error, "error")
+                return Attempt(error=self.last_error)
+        if spec.port is not None:
+            holder = ports.taken_by(spec.port)
+            if holder is not None:
+                self.last_error = f"cannot start: port {spec.port} is already in use by {holder}"
                 self.say(self.last_error, "error")
                 return Attempt(error=self.last_error)
         try:
@@ -421,7 +431,9 @@ class Service:
         if spec.post_script:
             await run_hook(self, (spec.post_script,), rt.timeouts.post_script_timeout,
                            "post_script")
-        return Attempt(exit=exit_status, ran_for=ran_for, error=failed_start)
+        # A failed start counts as one whatever the exit status the stop signal produced.
+        return Attempt(exit=None if failed_start else exit_status, ran_for=ran_for,
+                       error=failed_start)
 
     # -- health -----------------------------------------------------------------------
 
@@ -463,5 +475,6 @@ class Service:
             "last_success": self.job.last_success if self.job is not None else None,
             "last_check": check,
             "ready": self.spec.ready, "trigger": self.trigger,
+            "replica_of": self.spec.replica_of, "port": self.spec.port,
             "notify": self.notify.to_json(),
         }

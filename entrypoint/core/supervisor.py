@@ -21,7 +21,8 @@ from entrypoint.output.stream import StreamOutput
 from entrypoint.core.child import Child
 from entrypoint.core.order import stop_in_order
 from entrypoint.core.reaper import ExitStatus, Reaper
-from entrypoint.core.notify import NotifySocket, session_and_group
+from entrypoint.core import notify_client
+from entrypoint.core.notify import NotifySocket, open_notify_socket
 from entrypoint.core.service import Runtime, Service
 from entrypoint.core.state import TERMINAL, State
 from entrypoint.core.cmd import CmdError, spawn_cmd, take_terminal_back
@@ -49,8 +50,9 @@ class Supervisor:
         # Our own notify socket (systemd Type=notify, podman --sdnotify) is ours alone:
         # services and the CMD never inherit it (CONTRACT §12).
         self.own_notify_socket = self.environ.pop("NOTIFY_SOCKET", None)
-        for key in ("WATCHDOG_USEC", "WATCHDOG_PID"):
-            self.environ.pop(key, None)
+        self.own_watchdog = (self.environ.pop("WATCHDOG_USEC", None),
+                             self.environ.pop("WATCHDOG_PID", None))
+        self.phase_listeners: list = []    # called with "stopping", "reloading", "reloaded"
         self.notify_socket: NotifySocket | None = None
         self.notify_listeners: list = []   # (service, keys) for each accepted datagram
         self.log_lines = log_lines
@@ -107,28 +109,6 @@ class Supervisor:
     def _notify_path(self) -> str | None:
         return self.notify_socket.path if self.notify_socket is not None else None
 
-    def _open_notify_socket(self) -> None:
-        try:
-            self.notify_socket = NotifySocket(
-                self._loop, lambda service, fields: service.on_notify(fields),
-                self._notify_sender, lambda text: self.printer.system(text, "warning"))
-        except OSError as exc:
-            # Services that need it then get no NOTIFY_SOCKET: not ready in time, a failed start.
-            self.printer.system(f"cannot open the notify socket: {exc.strerror or exc}; "
-                                f'services with ready = "notify" cannot become ready', "error")
-
-    def _notify_sender(self, pid: int) -> Service | None:
-        """The service whose session or process group `pid` is in, if it has a notify
-        socket: what the kernel says of the sender, not what the message claims."""
-        ids = session_and_group(pid)
-        if ids is None:
-            return None
-        for service in self.services.values():
-            leader = service.pid
-            if leader is not None and leader in ids and service.spec.wants_notify:
-                return service
-        return None
-
     def _add_service(self, spec) -> Service:
         service = Service(spec, self._runtime())
         self.services[spec.name] = service
@@ -184,7 +164,8 @@ class Supervisor:
             self._loop.call_soon(self._on_shutdown_signal, sig)
 
         self.printer.set_names(self.config.names)
-        self._open_notify_socket()
+        self.notify_socket = open_notify_socket(self)
+        self_notifier = notify_client.attach(self)
         for hook in self.startup_hooks:
             await hook(self)
         for spec in self.config.services:
@@ -195,6 +176,8 @@ class Supervisor:
                             + (f" (pid {os.getpid()})" if os.getpid() != 1 else " as PID 1"))
         for service in enabled:
             service.start()
+        if self_notifier is not None:
+            self_notifier.start()
         if self.cmd:
             self._loop.create_task(self._run_cmd())
         elif not enabled and not any(on is False for on in self.enabled_overrides.values()):
@@ -208,6 +191,8 @@ class Supervisor:
         self.reaper.uninstall()
         if self.notify_socket is not None:
             self.notify_socket.close()
+        if self_notifier is not None:
+            self_notifier.close()
         for log in self._logs.values():
             log.close()
         # A stalled stdout gets what is left of the shutdown's time, at least a moment.
@@ -342,6 +327,15 @@ class Supervisor:
         self.end_reason = reason
         self._exit_status = status
         self._shutdown_task = self._loop.create_task(self._shutdown(reason))
+        self.tell("stopping")
+
+    def tell(self, phase: str) -> None:
+        """Tell the phase listeners: "stopping", "reloading", "reloaded"."""
+        for listener in self.phase_listeners:
+            try:
+                listener(phase)
+            except Exception:   # a notify client must never break supervision
+                pass
 
     async def _shutdown(self, reason: str) -> None:
         limit = self.config.timeouts.global_shutdown_timeout

@@ -50,6 +50,8 @@ class Run:
             self.outcome = "replaced"
         elif stopped:
             self.outcome = "stopped"
+        elif error:      # it ran, but failed whatever its exit (not ready in time)
+            self.outcome, self.why = "failed", f"{error}; {self.why}"
         else:
             self.outcome = "ok" if exit_status.success else "failed"
         return self

@@ -79,6 +79,8 @@ def test_a_root_runner_started_from_its_venv_puts_itself_on_path(venv, place):
     proc = _run_until_up([script, "-c", config], env, env["ENTRYPOINT_SOCKET"])
     try:
         assert proc.poll() is None
+        # The socket is bound first, then the link made, in the same start-up step.
+        wait_until(lambda: os.path.islink(link) or proc.poll() is not None, 30, what="the link")
         assert os.path.islink(link) and os.readlink(link) == script
         # `docker exec CONTAINER entrypoint list`: found on PATH, it reaches the runner.
         done = subprocess.run(["entrypoint", "list"], env=env, capture_output=True, text=True,

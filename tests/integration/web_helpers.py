@@ -47,6 +47,28 @@ def http(base: str, path: str, method: str = "GET", *, body=None, headers=None,
         return Reply(exc.code, exc.headers, exc.read())
 
 
+def post_unread(base: str, path: str, body: bytes, content_type: str = "application/json",
+                timeout: float = 15.0) -> tuple[int, bytes]:
+    """POST `body` over a raw socket; (status, response bytes) even when the server answers
+    and closes before reading it all (a 413), which breaks urllib's send with EPIPE."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as conn:
+        head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+        try:
+            conn.sendall(head + body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass        # the answer came first: read it below
+        reply = b""
+        try:
+            while chunk := conn.recv(65536):
+                reply += chunk
+        except ConnectionResetError:
+            pass
+    status = int(reply.split(b" ", 2)[1]) if reply.startswith(b"HTTP/") else 0
+    return status, reply
+
+
 def answers(base: str) -> bool:
     try:
         return http(base, "/api/v1/whoami", timeout=2).status == 200

@@ -72,3 +72,29 @@ def test_plain_init_goal_is_the_gap_to_a_bare_python_in_ms(bench):
         {"init.entrypoint": [0.270], "init.python": [0.020]}, {})}[name]
     assert slow["value"] == pytest.approx(250.0) and slow["met"] is False
     assert {g["goal"]: g for g in bench.goals({}, {})}[name]["met"] is None
+
+
+@pytest.fixture(scope="module")
+def bench_ready():
+    spec = importlib.util.spec_from_file_location("bench_ready", ROOT / "scripts" / "bench_ready.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readiness_latency_is_read_from_the_services_lines(bench_ready):
+    out = ("entrypoint | svc: started (pid 5)\nsvc        | ready-at 100.000500\n"
+           "entrypoint | svc: ready (READY=1)\ndep        | dep-at 100.003750000\n")
+    assert bench_ready.latency(out) == pytest.approx(3.25, abs=1e-6)
+    with pytest.raises(ValueError):
+        bench_ready.latency("svc | ready-at 1.0\n")
+
+
+def test_readiness_section_replaces_its_markers_only(bench_ready, tmp_path):
+    md = tmp_path / "benchmarks.md"
+    md.write_text("# Benchmarks\n\nkept\n")
+    bench_ready.write_section(f"{bench_ready.BEGIN}\none\n{bench_ready.END}", md)
+    bench_ready.write_section(f"{bench_ready.BEGIN}\ntwo\n{bench_ready.END}", md)
+    text = md.read_text()
+    assert text.startswith("# Benchmarks\n\nkept\n") and "two" in text and "one" not in text
+    assert text.count(bench_ready.BEGIN) == 1

@@ -149,3 +149,28 @@ def test_socket_acknowledges_accepted():
         assert owner.got == [{"STATUS": "x", "X_ENTRYPOINT_ACK": "1"}]
 
     run_socket(scenario, lambda pid, owner: owner)
+
+
+def test_sweep_removes_only_dead_runners_directories(tmp_path):
+    from entrypoint.core.notify import DIR_PREFIX, sweep_stale
+
+    dead = tmp_path / (DIR_PREFIX + "dead")
+    dead.mkdir()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(dead / "notify.sock"))
+    sock.close()                                   # its runner is gone: the file stays
+    live = tmp_path / (DIR_PREFIX + "live")
+    live.mkdir()
+    bound = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    bound.bind(str(live / "notify.sock"))
+    young = tmp_path / (DIR_PREFIX + "young")
+    young.mkdir()
+    other = tmp_path / "something-else"
+    other.mkdir()
+    try:
+        now = os.stat(dead).st_mtime + 3600
+        os.utime(young, (now - 5, now - 5))        # just made: maybe binding right now
+        assert sweep_stale(str(tmp_path), now) == 1
+        assert not dead.exists() and live.exists() and young.exists() and other.exists()
+    finally:
+        bound.close()

@@ -19,10 +19,17 @@ pytestmark = pytest.mark.timeout(20)
     (ExitStatus(None, 15), {"timed_out": True}, "timeout"),
     (ExitStatus(None, 15), {"replaced": True}, "replaced"), (None, {}, "not started")])
 def test_a_run_says_how_it_ended(status, flags, outcome):
-    run = Run("svc", "start", 100.0).finish(status, "cannot start: no such file", **flags)
+    error = "cannot start: no such file" if status is None else ""
+    run = Run("svc", "start", 100.0).finish(status, error, **flags)
     assert run.outcome == outcome and run.duration >= 0
     if status is None:
         assert run.why == "cannot start: no such file" and run.exit_code is None
+
+
+def test_a_run_that_exited_0_but_was_never_ready_failed():
+    run = Run("svc", "start", 100.0).finish(ExitStatus(0), "not ready within 5s (ready_timeout)")
+    assert run.outcome == "failed" and run.why.startswith("not ready within 5s")
+    assert run.exit_code == 0
 
 
 def test_memory_keeps_the_last_runs_per_service_and_saves_only_finished_ones():
