@@ -22,6 +22,7 @@ from entrypoint.output.ring import LogRing
 from entrypoint.core.order import stop_in_order
 from entrypoint.core.service import Service
 from entrypoint.core.state import State
+from entrypoint.control import runtime_state
 
 MAX_LOG_LINES = 100_000
 # start/restart: a service must still be RUNNING this long after it got there to count as
@@ -264,14 +265,7 @@ class Operations:
         return self.index.follow(names or None, callback)
 
     def history(self, names: list[str], n: int) -> dict:
-        """The last `n` runs of `names` (all when empty), oldest first (CONTRACT §11).
-
-        A name no longer in the config but still in the history (state_dir) is allowed."""
-        known = set(self.sup.services) | set(self.sup.history.names())
-        unknown = [name for name in names if name not in known]
-        if unknown:
-            self.services(unknown)      # raises, listing the known services
-        return {"runs": self.sup.history.query(names or None, n)}
+        return runtime_state.history(self, names, n)
 
     def exec_spec(self, name: str) -> dict:
         """What `entrypoint exec NAME -- CMD` needs to run CMD as the service would run."""
@@ -340,36 +334,7 @@ class Operations:
         return await self.start_and_wait(services, "restart")
 
     async def set_enabled(self, names: list[str], enabled: bool, origin: str = "") -> dict:
-        """`enable`/`disable NAME...`: kept across reloads, and restarts with state_dir.
-
-        Disable stops the service (a job's schedule pauses) and leaves it DISABLED; enable
-        starts it again (a job: back to SCHEDULED, waiting for its next time)."""
-        from dataclasses import replace
-
-        services = self.services(names)
-        self._refuse_when_shutting_down()
-        sup = self.sup
-        reason = self._announce(services, "enable" if enabled else "disable", origin)
-        for service in services:
-            sup.enabled_overrides[service.name] = enabled
-            if sup.store is not None:
-                sup.store.enabled(service.name, enabled)
-            service.spec = replace(service.spec, enabled=enabled)
-        sup.config = sup.config.with_enabled(sup.enabled_overrides)
-        if not enabled:
-            for service in services:
-                if service.job is not None:
-                    service.job.pause()
-            await stop_in_order(services, reason)
-            for service in services:
-                if service.state in (State.STOPPED, State.COMPLETED, State.FAILED, State.PENDING):
-                    service._set_state(State.DISABLED, reason)
-            return {"services": [self._result(s, True) for s in services]}
-        self._refuse_when_shutting_down()
-        waiting = [s for s in services if not s.active]
-        if not waiting:
-            return {"services": [self._result(s, True) for s in services]}
-        return await self.start_and_wait(waiting, "enable")
+        return await runtime_state.set_enabled(self, names, enabled, origin)
 
     async def start_and_wait(self, services: list[Service], what: str) -> dict:
         """Start `services` and return once each is RUNNING (a oneshot COMPLETED) or failed."""
