@@ -314,3 +314,7 @@ def test_jobs_in_the_metrics_and_the_api(run_entrypoint, write_config, sock):
     history = http(base, "/api/v1/services/broken/history").json
     assert history["runs"] and history["runs"][0]["outcome"] == "failed"
     assert http(base, "/api/v1/services/tick").json["next_run"] > 0
+    assert http(base, "/api/v1/services/tick/disable", "POST").status == 200
+    assert services(sock)["tick"]["state"] == "DISABLED"
+    assert http(base, "/api/v1/services/tick/enable", "POST").status == 200
+    assert services(sock)["tick"]["state"] in ("SCHEDULED", "STARTING", "RUNNING")
