@@ -5,6 +5,7 @@
     python3 scripts/bench.py --quick    # 1 round, 4 x 50,000 lines, 3 s idle (~1.5 minutes)
     python3 scripts/bench.py --readiness  # READY=1 to a dependent's start (scripts/bench_ready.py)
     python3 scripts/bench.py --web      # the HTTP face vs supervisord's XML-RPC (bench_web.py)
+    python3 scripts/bench.py --jobs     # the job scheduler vs a bare cron-like loop (bench_jobs.py)
 
 supervisord, honcho and matplotlib are installed into the benchmark's own virtualenv
 (default ~/.cache/entrypoint-bench/venv, `--venv DIR`), with this checkout installed
@@ -1286,10 +1287,11 @@ def write_report(result: dict, out_dir: Path) -> None:
     w("")
     text = "\n".join(lines)
     old = out_dir / "benchmarks.md"
-    # The sections of the other benchmarks (bench_web.py, bench_ready.py) outlive this rewrite.
+    # The sections of the other benchmarks (bench_web.py, bench_ready.py, bench_jobs.py) outlive this rewrite.
     previous = old.read_text() if old.exists() else ""
     for begin, end in (("<!-- web:begin -->", "<!-- web:end -->"),
-                       ("<!-- readiness: begin -->", "<!-- readiness: end -->")):
+                       ("<!-- readiness: begin -->", "<!-- readiness: end -->"),
+                       ("<!-- jobs:begin -->", "<!-- jobs:end -->")):
         if begin in previous and end in previous:
             kept = previous.split(begin, 1)[1].split(end, 1)[0]
             text = text.rstrip("\n") + f"\n\n{begin}{kept}{end}\n"
@@ -1438,6 +1440,10 @@ def main() -> int:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         import bench_web
         return bench_web.main([a for a in sys.argv[1:] if a != "--web"])
+    if "--jobs" in sys.argv[1:]:    # the job scheduler vs a bare cron-like loop (issue 10)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import bench_jobs
+        return bench_jobs.main([a for a in sys.argv[1:] if a != "--jobs"])
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="1 round, 50,000 lines, 3 s idle")
     p.add_argument("--rounds", type=int, help="rounds (default 5; 1 with --quick)")

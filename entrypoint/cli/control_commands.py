@@ -17,7 +17,7 @@ import os
 import sys
 
 from entrypoint.errors import EXIT_USAGE, EntrypointError, UsageError
-from entrypoint.cli.render import render_list, render_status
+from entrypoint.cli.render import render_history, render_list, render_status
 from entrypoint.control.client import QUERY_TIMEOUT, Connection, ReplyError, call
 
 
@@ -57,6 +57,13 @@ DESCRIPTIONS = {
               "health change as it happens, until the runner exits.",
     "wait": "Return 0 once each named service meets the condition (default: its ready "
             "condition), 1 as soon as one of them FAILS or the timeout passes, naming it.",
+    "history": "Show the last runs of services (all when no NAME), oldest first: trigger, "
+               "start, duration, exit, outcome and why; with state_dir, runs before a "
+               "restart of the runner too.",
+    "enable": "Enable services at runtime and start them (a job: its schedule resumes); "
+              "kept across reloads, and across restarts with state_dir.",
+    "disable": "Disable services at runtime: stop them (a job: its schedule pauses); kept "
+               "across reloads, and across restarts with state_dir.",
 }
 
 
@@ -67,6 +74,9 @@ def parser(command: str) -> argparse.ArgumentParser:
     names = NAMES.get(command, "")
     p = _parser(command, DESCRIPTIONS[command], names=names,
                 json_flag=command not in ("logs", "shutdown"))
+    if command == "history":
+        p.add_argument("-n", "--lines", type=_count, default=20, metavar="N",
+                       help="how many runs (default 20)")
     if command == "logs":
         p.add_argument("-n", "--lines", type=_count, default=100, metavar="N",
                        help="how many lines (default 100)")
@@ -84,7 +94,7 @@ def parser(command: str) -> argparse.ArgumentParser:
 
 
 NAMES = {"status": "*", "start": "+", "stop": "+", "restart": "+", "logs": "*",
-         "events": "*", "wait": "+"}
+         "events": "*", "wait": "+", "history": "*", "enable": "+", "disable": "+"}
 
 
 def main(command: str, argv: list[str]) -> int:
@@ -102,8 +112,10 @@ def main(command: str, argv: list[str]) -> int:
     if command in ("events", "wait"):
         from entrypoint.cli import watch
         return watch.cmd_events(args) if command == "events" else watch.cmd_wait(args)
-    waits = command in ("start", "stop", "restart", "reload")
+    waits = command in ("start", "stop", "restart", "reload", "enable", "disable")
     op_args = {"names": args.names} if names else {}
+    if command == "history":
+        op_args["lines"] = args.lines
     try:
         result = call(command, args.socket, None if waits else QUERY_TIMEOUT, **op_args)
     except ReplyError as exc:
@@ -112,7 +124,8 @@ def main(command: str, argv: list[str]) -> int:
             return exc.exit_status
         raise
     if getattr(args, "json", False):
-        shown = result["services"] if command in ("list",) else result
+        shown = (result["services"] if command in ("list",) else
+                 result["runs"] if command == "history" else result)
         if command == "status" and len(args.names) == 1:
             shown = result["services"][0]
         print(json.dumps(shown, indent=2))
@@ -210,7 +223,13 @@ def _show_health(result, args) -> int:
     return 1
 
 
-SHOW = {"list": _show_list, "status": _show_status, "start": _show_results,
+def _show_history(result, args) -> int:
+    print(render_history(result["runs"]) if result["runs"] else "no runs yet")
+    return 0
+
+
+SHOW = {"history": _show_history, "enable": _show_results, "disable": _show_results,
+        "list": _show_list, "status": _show_status, "start": _show_results,
         "stop": _show_results, "restart": _show_results, "reload": _show_reload,
         "shutdown": _show_shutdown, "health": _show_health}
 

@@ -15,7 +15,8 @@ from entrypoint import __version__
 from entrypoint.errors import EntrypointError, UsageError
 
 CONTROL_COMMANDS = ("list", "status", "start", "stop", "restart", "logs", "reload",
-                    "shutdown", "health", "exec", "events", "wait")
+                    "shutdown", "health", "exec", "events", "wait", "history", "enable",
+                    "disable")
 SUBCOMMANDS = ("run", "check", "install", "version", "web", "notify", *CONTROL_COMMANDS)
 EXIT_CMD_NOT_FOUND = 127    # as a shell and `docker run` say it
 
@@ -31,6 +32,8 @@ usage:
   entrypoint logs [NAME...] [-f] [-n LINES]
   entrypoint events [NAME...] [--json]        every state change as it happens
   entrypoint wait NAME... [--for COND] [--timeout S]
+  entrypoint history [NAME] [-n N]             the last runs: trigger, duration, exit, why
+  entrypoint enable|disable NAME...            at runtime; kept across reloads
   entrypoint reload | shutdown | install | version
   entrypoint exec NAME -- CMD [ARGS...]       run CMD as that service would run
   entrypoint web [--socket PATH] [--listen ADDR]   HTTP API and dashboard (entrypoint[web])

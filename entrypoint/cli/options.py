@@ -159,6 +159,17 @@ SERVICE_VARIABLES = (
 )
 
 
+# Set by entrypoint for the [alerts] command (CONTRACT §11), not read by it.
+ALERT_VARIABLES = (
+    ("ENTRYPOINT_EVENT", "given to the [alerts] command: failed, gave_up, unhealthy, "
+                         "job_failed or watchdog"),
+    ("ENTRYPOINT_SERVICE", "given to the [alerts] command: the service's name"),
+    ("ENTRYPOINT_EXIT", "given to the [alerts] command: its last exit status (128+N for "
+                        "signal N), empty if none"),
+    ("ENTRYPOINT_LAST_LINES", "given to the [alerts] command: its last 10 lines of output"),
+)
+
+
 # The HTTP face's (`pip install 'entrypoint[web]'`): read by config/web.py in the runner
 # and by `entrypoint web`; the values of a [web] table reach the face through them too.
 WEB_VARIABLES = (
@@ -318,7 +329,7 @@ def environment_help() -> str:
         about = f"{where}{', '.join(o.commands)}: {o.help}"
         lines.append(f"  {o.describe()}")
         lines.append(textwrap.fill(about, 88, initial_indent=indent, subsequent_indent=indent))
-    for name, meaning in (*WEB_VARIABLES, *OTHER_VARIABLES):
+    for name, meaning in (*WEB_VARIABLES, *ALERT_VARIABLES, *OTHER_VARIABLES):
         lines.append(f"  {name}")
         lines.append(textwrap.fill(meaning, 88, initial_indent=indent, subsequent_indent=indent))
     lines.append("set in each service's environment:")

@@ -34,6 +34,28 @@ def exit_text(exit: dict | None) -> str:
     return str(exit.get("code"))
 
 
+def next_run_text(at: float | None, now: float | None = None) -> str:
+    """`12:05:00 (in 42s)`; the date too when it is not within a day; `-` for None."""
+    if at is None:
+        return "-"
+    now = time.time() if now is None else now
+    shown = time.strftime("%H:%M:%S" if abs(at - now) < 86400 else "%Y-%m-%d %H:%M",
+                          time.localtime(at))
+    return f"{shown} (in {human_duration(max(0.0, at - now))})"
+
+
+
+def progress_text(s: dict) -> str:
+    """`40% cleaning /tmp`: the percent and status text a service sent (notify socket)."""
+    said = s.get("notify") or {}
+    progress = said.get("progress") or {}
+    percent = progress.get("percent")
+    parts = [f"{percent:g}%" if percent is not None else
+             (f"{progress['done']} done" if progress.get("done") is not None else ""),
+             said.get("status") or ""]
+    return " ".join(p for p in parts if p)
+
+
 def human_bytes(n: int | None) -> str:
     """`512K`, `12.3M`, `1.1G`; `-` for None."""
     if n is None:
@@ -59,6 +81,14 @@ def render_list(services: list[dict], wide: bool = False) -> str:
             cpu_time = s.get("cpu_seconds")
             row += [cpu_text(s), "-" if cpu_time is None else f"{cpu_time:.2f}s",
                     human_bytes(s.get("rss_bytes"))]
+    if any(s.get("job") for s in services):      # jobs: when each runs next
+        header.append("NEXT RUN")
+        for row, s in zip(rows, services):
+            row.append(next_run_text(s.get("next_run")) if s.get("job") else "")
+    if any(progress_text(s) for s in services):  # what services say of their progress
+        header.append("STATUS")
+        for row, s in zip(rows, services):
+            row.append(progress_text(s))
     return format_table(header, rows)
 
 
@@ -104,6 +134,17 @@ def render_status(s: dict) -> str:
         field("depends on", ", ".join(f"{d} ({c})" for d, c in s["depends_on"]))
     kind = "oneshot" if s.get("oneshot") else f"restart = {s.get('restart', '?')}"
     field("policy", kind + (", required" if s.get("required") else ""))
+    job = s.get("job")
+    if job:
+        field("schedule", f"{job['schedule']}, overlap = {job['overlap']}"
+                          + (", paused (disabled)" if job.get("paused") else ""))
+        field("next run", next_run_text(s.get("next_run")))
+        field("runs", f"{job['runs']} since the runner started, {job['skipped']} skipped")
+        last = s.get("last_run")
+        if last:
+            field("last run", f"{_clock(last['started'])}, {last['trigger']}, "
+                              f"{'ok' if last['ok'] else 'failed'} ({last['why']}), "
+                              f"{last['ended'] - last['started']:.1f}s")
     field("restarts", s.get("restarts", 0))
     if s.get("cpu_seconds") is not None:
         field("resources", f"CPU {cpu_text(s)} ({s['cpu_seconds']:.2f}s in all), "
@@ -153,3 +194,23 @@ def _readiness(s: dict, field) -> None:
         if progress.get("eta") is not None:
             text += f", ETA {human_duration(progress['eta'])}"
         field("progress", text)
+
+
+def render_history(runs: list[dict]) -> str:
+    """The `history` table: one run a line, oldest first; WHY explains a crash loop."""
+    rows = []
+    for r in runs:
+        exit = ("-" if r.get("exit_code") is None and not r.get("signal") else
+                exit_text({"code": r.get("exit_code"), "signal": r.get("signal"),
+                           "text": r.get("why", "")}))
+        why = r.get("why") or ""
+        progress = r.get("progress")
+        if progress and progress.get("total"):
+            why += f" [{progress.get('done', 0)}/{progress['total']}]"
+        if r.get("status"):
+            why += f" {r['status']!r}"
+        duration = "-" if r.get("duration") is None else f"{r['duration']:.1f}s"
+        rows.append([_clock(r["start"]), r["service"], r["trigger"], duration, exit,
+                     r["outcome"], why])
+    return format_table(["START", "SERVICE", "TRIGGER", "DURATION", "EXIT", "OUTCOME", "WHY"],
+                        rows)

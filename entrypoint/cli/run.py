@@ -70,6 +70,12 @@ def run(options: RunOptions, validation) -> int:
                             ready_timeout=options.ready_timeout, log_lines=options.log_lines)
     supervisor.early_signals = _early
     attach_control(supervisor, options)
+    from entrypoint.store.state import attach as attach_state
+
+    attach_state(supervisor)     # before the loop: the saved history and enable/disable
+    from entrypoint.core.alerts import attach as attach_alerts
+
+    attach_alerts(supervisor)
     if options.report:
         from entrypoint.core.report import install as install_report
 

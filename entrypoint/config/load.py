@@ -22,11 +22,12 @@ from entrypoint.config import graph, replicas, web
 from entrypoint.errors import ConfigError, Problem
 from entrypoint.config.interpolate import interpolate_tree
 from entrypoint.config.resolve import read_dotenv, service_spec
-from entrypoint.config.schema import NAME_RE, ServiceModel, TimeoutsModel, depends_on_pairs, from_pydantic, show
-from entrypoint.config.spec import Config, ServiceSpec, Timeouts
+from entrypoint.config.schema import NAME_RE, AlertsModel, ServiceModel, TimeoutsModel, depends_on_pairs, from_pydantic, show
+from entrypoint.config.spec import AlertsSpec, Config, ServiceSpec, Timeouts
 from entrypoint.config.locate import SEARCHED_PLACES, _kind_of, locate  # noqa: F401  (re-exported)
 
 DOCKER_STOP_GRACE = 10.0
+TOP_LEVEL = ("timeouts", "services", "web", "state_dir", "alerts")
 MAX_CONFIG_BYTES = 4 << 20
 
 
@@ -101,9 +102,12 @@ def _service_index(problem: Problem) -> int:
 
 def _build(raw: dict[str, Any], path: str, environ: Mapping[str, str], problems: list[Problem]) -> Config:
     base = os.path.dirname(os.path.abspath(path))
+    top = ["timeouts", "services", "state_dir", "alerts"]
     for key in raw:
-        if key not in ("timeouts", "services", "web"):
-            problems.append(web.unknown_top_level(key, ["timeouts", "services", "web"]))
+        if key not in TOP_LEVEL:
+            problems.append(web.unknown_top_level(key, list(TOP_LEVEL)))
+    state_dir = _state_dir(raw.get("state_dir"), base, problems)
+    alerts = _alerts(raw.get("alerts"), problems)
     timeouts = Timeouts()
     if not isinstance(raw.get("timeouts", {}), dict):
         problems.append(Problem("timeouts", f"expected a table, got {show(raw['timeouts'])}", "write [timeouts]"))
@@ -172,7 +176,48 @@ def _build(raw: dict[str, Any], path: str, environ: Mapping[str, str], problems:
     web_spec = web.web_service(raw.get("web"), environ, base, problems, set(first_index))
     if web_spec is not None:    # the HTTP face: a service of its own, never in the runner
         specs.append(web_spec)
-    return Config(source=path, services=tuple(specs), timeouts=timeouts, procfile=False)
+    return Config(source=path, services=tuple(specs), timeouts=timeouts, procfile=False,
+                  state_dir=state_dir, alerts=alerts)
+
+
+def _alerts(value: Any, problems: list[Problem]) -> AlertsSpec | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        problems.append(Problem("alerts", f"expected a table, got {show(value)}", "write [alerts]"))
+        return None
+    try:
+        m = AlertsModel.model_validate(value)
+    except ValidationError as e:
+        problems.extend(from_pydantic(e, "alerts", list(AlertsModel.model_fields)))
+        return None
+    command = m.command
+    if command is not None:
+        import shutil
+
+        found = shutil.which(command[0]) if "/" not in command[0] else command[0]
+        if not found or not os.access(found, os.X_OK):
+            problems.append(Problem("alerts: command", f'"{command[0]}" not found or not '
+                                    f"executable", "use an absolute path or install it"))
+        else:
+            command = (os.path.abspath(found), *command[1:])
+    return AlertsSpec(on=m.on, command=command, webhook=m.webhook, timeout=m.timeout,
+                      tries=m.tries)
+
+
+def _state_dir(value: Any, base: str, problems: list[Problem]) -> str | None:
+    """`state_dir`: a directory for the run history (created at start when missing)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        problems.append(Problem("state_dir", f"expected a directory path, got {show(value)}",
+                                'e.g. state_dir = "/var/lib/entrypoint"'))
+        return None
+    full = os.path.normpath(os.path.join(base, value))
+    if os.path.exists(full) and not os.path.isdir(full):
+        problems.append(Problem("state_dir", f'"{value}" is not a directory',
+                                "name a directory (a volume, to outlive the container)"))
+    return full
 
 
 def _without(item: dict[str, Any], failed: frozenset[str]) -> ServiceModel | None:

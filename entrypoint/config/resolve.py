@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 
 from entrypoint.config import graph
 from entrypoint.config.schema import ServiceModel, show
-from entrypoint.config.spec import HealthSpec, ServiceSpec
+from entrypoint.config.spec import HealthSpec, JobSpec, ServiceSpec
 from entrypoint.errors import Problem
 
 PATH_HINT = "use an absolute path or add its directory to PATH"
@@ -119,8 +119,9 @@ def service_spec(m: ServiceModel, where: str, deps: tuple[tuple[str, str], ...],
             target = (resolve(target[0], "healthcheck.exec"), *target[1:])
         health = HealthSpec(kind=kind, target=target, interval=h.interval, timeout=h.timeout, retries=h.retries,
                             start_period=h.start_period, on_unhealthy=h.on_unhealthy)
+    job = _job(m, environ, bad)
     return ServiceSpec(
-        name=m.name, argv=argv, enabled=m.enabled, required=m.required, depends_on=deps,
+        job=job, name=m.name, argv=argv, enabled=m.enabled, required=m.required, depends_on=deps,
         wait_after=m.wait_after, user=m.user, group=m.group, directory=directory, env=tuple(env.items()),
         pre_script=pre, post_script=post, log_file=log_file, log_max_bytes=m.log_max_bytes,
         log_backups=m.log_backups, oneshot=m.oneshot, tty=m.tty, restart=restart, stop_signal=m.stop_signal,
@@ -128,6 +129,52 @@ def service_spec(m: ServiceModel, where: str, deps: tuple[tuple[str, str], ...],
         restart_limit=m.restart_limit, stable_after=m.stable_after, ready=m.ready,
         ready_timeout=m.ready_timeout, watchdog=m.watchdog,
         env_files=tuple(os.path.join(base, name) for name in m.env_file))
+
+
+JOB_ONLY = ("retry_every", "timezone", "run_on_start", "timeout")
+
+
+def _job(m: ServiceModel, environ: Mapping[str, str], bad: Callable[..., None]) -> JobSpec | None:
+    """The schedule of a job (`schedule` or `every`), or None for a service that is not one."""
+    if m.schedule is None and m.every is None:
+        for key in JOB_ONLY:
+            if key in m.model_fields_set:
+                bad(key, "only a job has it", 'add schedule = "..." or every = "..." to make '
+                    "this service a job, or remove it")
+        if "overlap" in m.model_fields_set:
+            bad("overlap", "only a job has it", "add schedule or every, or remove it")
+        return None
+    from entrypoint.core import schedule
+
+    if m.schedule is not None and m.every is not None:
+        bad("every", "schedule and every are both set", "keep one of them")
+    if m.schedule is not None:
+        problem = schedule.cron_problem(m.schedule)
+        if problem:
+            bad("schedule", problem, 'five fields: minute hour day-of-month month day-of-week, '
+                'e.g. "*/5 * * * *", or @hourly, @daily, @weekly')
+    tz = m.timezone
+    if tz is None:
+        tz = (environ.get("TZ") or "").lstrip(":") or "UTC"
+        if tz.startswith("/"):       # TZ=:/etc/localtime: a file, not a zone name
+            tz = "UTC"
+        try:
+            schedule.zone(tz)
+        except ValueError:
+            bad("", f"TZ={environ.get('TZ')!r} is not a tz database name; the job's times "
+                f"are read in UTC", 'set timezone = "Area/City" on the job', warning=True)
+            tz = "UTC"
+    else:
+        try:
+            schedule.zone(tz)
+        except ValueError as e:
+            bad("timezone", str(e))
+    if m.restart is not None:
+        bad("restart", "a job is not restarted: a failed run waits for its next time",
+            "use retry_every for an earlier retry, or remove restart", warning=True)
+    return JobSpec(schedule=m.schedule if m.every is None else None, every=m.every,
+                   retry_every=m.retry_every, timezone=tz, run_on_start=m.run_on_start,
+                   overlap=m.overlap, timeout=m.timeout)
 
 
 def _resolve_program(word: str, key: str, search_path: str, cwd: str, bad: Callable[..., None]) -> str:

@@ -184,6 +184,15 @@ def _tcp(v: Any) -> str:
     return _no_nul(v)
 
 
+def _every(v: Any) -> float:
+    from entrypoint.core.schedule import parse_every   # pure; cronsim is not imported
+
+    try:
+        return parse_every(v)
+    except ValueError as e:
+        raise _fail(str(e), 'e.g. every = "10m" or every = 30') from None
+
+
 def _ready(v: Any) -> str:
     """`notify`, `fd:N` (N >= 3) or `log:REGEX` (CONTRACT §12)."""
     hint = 'use "notify", "fd:3" or "log:REGEX"'
@@ -233,6 +242,7 @@ Retries = _integer(1, 10_000)
 LogBytes = _integer(1)
 LogBackups = _integer(0, 1000)
 RestartLimit = _integer(1, 1_000_000)
+Tries = _integer(1, 10)
 
 
 class _Model(BaseModel):
@@ -291,6 +301,43 @@ class ServiceModel(_Model):
     watchdog: Annotated[float, PlainValidator(_interval)] | None = None
     replicas: _integer(1, 1000) | None = None
     port: _integer(1, 65535) | None = None
+    # A job (CONTRACT §11): checked against each other in resolve.py.
+    schedule: Text | None = None
+    every: Annotated[float, PlainValidator(_every)] | None = None
+    retry_every: Annotated[float, PlainValidator(_every)] | None = None
+    timezone: Text | None = None
+    run_on_start: StrictBool = False
+    overlap: Literal["skip", "queue", "replace"] = "skip"
+    timeout: Seconds | None = None
+
+
+ALERT_EVENTS = ("failed", "gave_up", "unhealthy", "job_failed", "watchdog")
+
+
+def _events(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise _fail(f"expected a list of event names, got {show(v)}",
+                    f"events: {', '.join(ALERT_EVENTS)}")
+    for x in v:
+        if x not in ALERT_EVENTS:
+            hint = did_you_mean(x, list(ALERT_EVENTS)) or f"events: {', '.join(ALERT_EVENTS)}"
+            raise _fail(f"unknown event {show(x)}", hint)
+    return tuple(dict.fromkeys(v))
+
+
+class AlertsModel(_Model):
+    on: Annotated[tuple[str, ...], PlainValidator(_events)] = ALERT_EVENTS
+    command: Annotated[tuple[str, ...], PlainValidator(_argv_list)] | None = None
+    webhook: Annotated[str, PlainValidator(_http)] | None = None
+    timeout: Seconds = 10.0
+    tries: Tries = 3
+
+    @model_validator(mode="after")
+    def _something(self) -> AlertsModel:
+        if self.command is None and self.webhook is None:
+            raise _fail("needs a command, a webhook, or both",
+                        'e.g. webhook = "https://hooks.slack.com/services/..."')
+        return self
 
 
 class TimeoutsModel(_Model):

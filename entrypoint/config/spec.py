@@ -7,7 +7,7 @@ long-running process does not need pydantic after validation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 Condition = Literal["started", "healthy", "completed"]
@@ -32,6 +32,19 @@ class HealthSpec:
     retries: int = 3
     start_period: float = 0.0
     on_unhealthy: Literal["ignore", "restart"] = "ignore"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """When a job runs (CONTRACT §11). Exactly one of `schedule` (cron) and `every` is set."""
+
+    schedule: str | None = None      # 5-field cron, @hourly/@daily/... already expanded
+    every: float | None = None       # seconds
+    retry_every: float | None = None # after a failed run, instead of the schedule
+    timezone: str = "UTC"            # tz database name; cron times are read in it
+    run_on_start: bool = False
+    overlap: Literal["skip", "queue", "replace"] = "skip"
+    timeout: float | None = None     # one run's bound: stop signal, then SIGKILL
 
 
 @dataclass(frozen=True)
@@ -76,10 +89,25 @@ class ServiceSpec:
     @property
     def wants_notify(self) -> bool:
         """The service gets a NOTIFY_SOCKET (jobs get one too: CONTRACT §11)."""
-        return self.ready == "notify" or self.watchdog is not None
+        return self.ready == "notify" or self.watchdog is not None or self.job is not None
+    job: JobSpec | None = None       # set: a scheduled job, SCHEDULED between runs
 
     def environment(self) -> dict[str, str]:
         return dict(self.env)
+
+
+ALERT_EVENTS = ("failed", "gave_up", "unhealthy", "job_failed", "watchdog")
+
+
+@dataclass(frozen=True)
+class AlertsSpec:
+    """`[alerts]`: what to run or POST when a service fails (CONTRACT §11)."""
+
+    on: tuple[str, ...] = ALERT_EVENTS
+    command: tuple[str, ...] | None = None
+    webhook: str | None = None
+    timeout: float = 10.0            # per try
+    tries: int = 3
 
 
 @dataclass(frozen=True)
@@ -88,6 +116,8 @@ class Config:
     services: tuple[ServiceSpec, ...]
     timeouts: Timeouts = field(default_factory=Timeouts)
     procfile: bool = False           # Procfile semantics: the first exit stops everything
+    state_dir: str | None = None     # run history and enable/disable survive restarts here
+    alerts: AlertsSpec | None = None
 
     def service(self, name: str) -> ServiceSpec:
         for spec in self.services:
@@ -98,3 +128,9 @@ class Config:
     @property
     def names(self) -> list[str]:
         return [s.name for s in self.services]
+
+    def with_enabled(self, overrides: dict[str, bool]) -> "Config":
+        """This config with `enable`/`disable NAME` applied (names it lacks are ignored)."""
+        return replace(self, services=tuple(
+            replace(s, enabled=overrides[s.name]) if overrides.get(s.name, s.enabled) != s.enabled
+            else s for s in self.services))

@@ -125,5 +125,5 @@ def web_extra_installed() -> bool:
 
 
 def unknown_top_level(key: str, known: list[str]) -> Problem:
-    hint = suggest_key(key, known) or "only [timeouts], [web] and [[services]] are read"
+    hint = suggest_key(key, known) or f"only {', '.join(known)} are read"
     return Problem(key, "unknown top-level key", hint)

@@ -22,13 +22,16 @@ from entrypoint.output.ring import LogRing
 from entrypoint.core.order import stop_in_order
 from entrypoint.core.service import Service
 from entrypoint.core.state import State
+from entrypoint.control import runtime_state
 
 MAX_LOG_LINES = 100_000
 # start/restart: a service must still be RUNNING this long after it got there to count as
 # started (supervisord's `startsecs`), so that a crash right after the exec is reported.
 SETTLE = 1.0
 OPERATIONS = ("list", "status", "start", "stop", "restart", "logs", "shutdown", "health",
-              "reload", "exec_spec", "version", "events", "wait", "config")
+              "reload", "exec_spec", "version", "events", "wait", "config", "history",
+              "enable", "disable")
+MAX_HISTORY = 10_000
 
 
 class OperationError(Exception):
@@ -116,6 +119,11 @@ class Operations:
             return self.list()
         if op == "status":
             return self.status(_names(args))
+        if op in ("enable", "disable"):
+            names = _names(args)
+            if not names:
+                raise OperationError("usage", f"{op}: name at least one service")
+            return await self.set_enabled(names, op == "enable", origin)
         if op in ("start", "stop", "restart"):
             names = _names(args)
             if not names:
@@ -145,6 +153,8 @@ class Operations:
             return config_view(self.sup.config)
         if op == "wait":
             return await self.wait(_names(args), args.get("for"), args.get("timeout"))
+        if op == "history":
+            return self.history(_names(args), _lines(args, default=20, limit=MAX_HISTORY))
         known = ", ".join(OPERATIONS)
         raise OperationError("unknown_operation", f"unknown operation {op!r}; known: {known}")
 
@@ -226,7 +236,11 @@ class Operations:
             spec = service.spec
             if not spec.enabled or spec.name == WEB_SERVICE:   # the HTTP face is not the app
                 continue
-            if spec.oneshot:
+            if spec.job is not None:
+                if service.state not in (State.SCHEDULED, State.STARTING, State.RUNNING,
+                                         State.STOPPING):
+                    problems.append(f"{service.name}: {service.state.value} (a job)")
+            elif spec.oneshot:
                 if service.state != State.COMPLETED:
                     problems.append(f"{service.name}: {service.state.value} "
                                     f"(a oneshot, not COMPLETED)")
@@ -249,6 +263,9 @@ class Operations:
         self.services(names)
         self.index.attach_all(self.sup.rings)
         return self.index.follow(names or None, callback)
+
+    def history(self, names: list[str], n: int) -> dict:
+        return runtime_state.history(self, names, n)
 
     def exec_spec(self, name: str) -> dict:
         """What `entrypoint exec NAME -- CMD` needs to run CMD as the service would run."""
@@ -316,23 +333,46 @@ class Operations:
         self._refuse_when_shutting_down()
         return await self.start_and_wait(services, "restart")
 
+    async def set_enabled(self, names: list[str], enabled: bool, origin: str = "") -> dict:
+        return await runtime_state.set_enabled(self, names, enabled, origin)
+
     async def start_and_wait(self, services: list[Service], what: str) -> dict:
         """Start `services` and return once each is RUNNING (a oneshot COMPLETED) or failed."""
         marks = [(s.last_exit, s.last_error) for s in services]
+        runs = {s.name: s.job.runs for s in services if s.job is not None}
         for service in services:
-            service.start()
-        results = await asyncio.gather(*(self._until_up(s, *m) for s, m in zip(services, marks)))
+            if not service.active:      # why this run starts, for its history record
+                service.trigger = "reload" if what == "reload" else "manual"
+            if service.job is not None and what == "start":
+                service.run_now()        # a job runs now (CONTRACT §11)
+            else:
+                service.start()
+        results = await asyncio.gather(*(
+            self._until_run(s, runs[s.name], *m) if s.name in runs and what == "start"
+            else self._until_up(s, *m) for s, m in zip(services, marks)))
         failed = [r for r in results if not r["ok"]]
         if failed:
             why = "; ".join(f'{r["name"]}: {r["error"]}' for r in failed)
             raise OperationError("failed", f"{what} failed: {why}", services=results)
         return {"services": results}
 
+    async def _until_run(self, service: Service, runs_before: int, exit_before,
+                         error_before) -> dict:
+        """A job's `start`: done once its run began (it may end at once), or it failed."""
+        while True:
+            if service.job.runs > runs_before or service.job.running is not None:
+                return self._result(service, True)
+            if service.state in (State.FAILED, State.STOPPED, State.DISABLED):
+                return self._result(service, False, self._why(service, exit_before, error_before))
+            await service.changed()
+
     async def _until_up(self, service: Service, exit_before, error_before) -> dict:
         loop = asyncio.get_running_loop()
         settled_at = None
         while True:
             state = service.state
+            if state == State.SCHEDULED:     # a job (re)started: waiting for its time
+                return self._result(service, True)
             if state == (State.COMPLETED if service.spec.oneshot else State.RUNNING):
                 if service.spec.oneshot or self.settle <= 0:
                     return self._result(service, True)
@@ -387,8 +427,8 @@ def _names(args: dict) -> list[str]:
     return names
 
 
-def _lines(args: dict) -> int:
-    n = args.get("lines", 100)
-    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_LOG_LINES:
-        raise OperationError("bad_request", f'"args.lines" must be an integer from 0 to {MAX_LOG_LINES}')
+def _lines(args: dict, default: int = 100, limit: int = MAX_LOG_LINES) -> int:
+    n = args.get("lines", default)
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= limit:
+        raise OperationError("bad_request", f'"args.lines" must be an integer from 0 to {limit}')
     return n

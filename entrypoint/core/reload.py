@@ -110,6 +110,7 @@ class Reloader:
         if sup.shutting_down:
             raise OperationError("shutting_down", "the runner is shutting down")
         new, warnings = await self._load()
+        new = new.with_enabled(sup.enabled_overrides)     # `enable`/`disable` outlive a reload
         for problem in warnings:
             if not problem.check_only:
                 printer.system(f"warning: {problem.render()}", "warning")

@@ -27,6 +27,7 @@ from entrypoint.core.reaper import ExitStatus, Reaper
 from entrypoint.core.spawn import SpawnError, child_environment, resolve_identity
 from entrypoint.config.spec import ServiceSpec, Timeouts
 from entrypoint.core.state import ALLOWED, TERMINAL, S, State
+from entrypoint.store.history import Run
 
 
 @dataclass
@@ -49,6 +50,9 @@ class Runtime:
     clock: Callable[[], float] | None = None
     notify_path: Callable[[], str | None] = lambda: None     # the runner's notify socket
     notify_listeners: list = field(default_factory=list)     # (service, keys) per datagram
+    wall: Callable[[], float] = time.time      # a job's schedule reads the wall clock
+    # Each run, for the history: when it begins (finished False), and when it ended.
+    on_run: Callable[[Run, bool], None] = lambda run, finished: None
 
     def __post_init__(self) -> None:
         if self.spawn is None:
@@ -92,6 +96,12 @@ class Service:
         self.ready_signal = asyncio.Event()            # its ready protocol fired, this run
         self.trigger = "start"                         # why the current run began
         self.watchdog_fired = False                    # this run was killed by its watchdog
+        self.last_run: dict | None = None
+        self.current_run: Run | None = None
+        self.job = None
+        if spec.job is not None:
+            from entrypoint.core.job import Job      # cronsim only when a job exists
+            self.job = Job(self)
 
     @property
     def pid(self) -> int | None:
@@ -117,13 +127,17 @@ class Service:
                      "error")
         self.state = new
         self.history.append((time.time(), new.value, reason))
-        if new == State.RUNNING:
+        if new in (State.RUNNING, State.SCHEDULED):     # a job is up while it waits
             self.started_once = True
+        if new == State.RUNNING and self.current_run and self.current_run.ready is None:
+            self.current_run.ready = time.time()
         if new == State.COMPLETED:
             self.completed_once = True
         self._notify()
 
     def _set_health(self, value: str) -> None:
+        if value == "healthy" and self.current_run and self.current_run.ready is None:
+            self.current_run.ready = time.time()
         if value != self.health:
             self.health = value
             self._notify()
@@ -180,6 +194,13 @@ class Service:
 
     # -- control ----------------------------------------------------------------------
 
+    def run_now(self) -> asyncio.Task:
+        """`start NAME`: a job runs now (CONTRACT §11); any other service starts."""
+        task = self.start()
+        if self.job is not None:
+            self.job.run_now("manual")
+        return task
+
     def start(self) -> asyncio.Task:
         """Begin a run (waiting for dependencies first); a no-op if one is under way."""
         if self.active:
@@ -234,6 +255,9 @@ class Service:
     async def _run(self) -> None:
         try:
             if not await self._wait_dependencies():
+                return
+            if self.job is not None:
+                await self.job.main()
                 return
             policy = RestartPolicy(self.spec)
             while True:
@@ -328,6 +352,26 @@ class Service:
         return False
 
     async def _run_once(self) -> Attempt:
+        """One run, recorded in the history whatever its end."""
+        run = self.current_run = Run(self.name, self.trigger, time.time(),
+                                     planned=self.job.planned if self.job else None)
+        self.rt.on_run(run, False)
+        exit_before = self.last_exit
+        try:
+            attempt = await self._attempt()
+        finally:
+            self.current_run = None
+        job = self.job
+        # Not ready in time or killed by its watchdog: a failed run with no exit in the
+        # Attempt, but the process did run and exit.
+        ran = self.last_exit if self.last_exit is not exit_before else None
+        run.finish(attempt.exit or ran, attempt.error, stopped=self._stop_requested,
+                   timed_out=bool(job and job.timed_out), replaced=bool(job and job.replacing),
+                   watchdog=self.watchdog_fired)
+        self.rt.on_run(run, True)
+        return attempt
+
+    async def _attempt(self) -> Attempt:
         spec, rt = self.spec, self.rt
         if spec.pre_script:
             status, _ = await run_hook(self, (spec.pre_script,),
@@ -360,6 +404,8 @@ class Service:
             self.say(self.last_error, "error")
             return Attempt(error=self.last_error)
         self._child = child
+        if self.job is not None:
+            self.job.spawned(child)
         self.started_at = time.time()
         began = rt.clock()
         monitor = None
@@ -422,6 +468,13 @@ class Service:
             "required": self.spec.required,
             "command": list(self.spec.argv), "user": self.spec.user,
             "history": [{"at": t, "state": s, "reason": r} for t, s, r in self.history],
+            "next_run": self.job.next_run if self.job is not None else None,
+            "job": self.job.snapshot() if self.job is not None else None,
+            "last_run": self.last_run,
+            # What the dashboard and /metrics read: status text, progress, a job's counts.
+            "status": self.notify.status or None, "progress": self.notify.to_json()["progress"],
+            "job_runs": dict(self.job.results) if self.job is not None else None,
+            "last_success": self.job.last_success if self.job is not None else None,
             "last_check": check,
             "ready": self.spec.ready, "trigger": self.trigger,
             "replica_of": self.spec.replica_of, "port": self.spec.port,

@@ -30,6 +30,8 @@ from entrypoint.config.spec import Config
 from entrypoint.core.signals import (FORWARDED_SIGNALS, SHUTDOWN_SIGNALS, SYNCHRONOUS,
                                      become_subreaper)
 from entrypoint.core.sweep import final_sweep, leftovers_text
+from entrypoint.store.history import History, note_progress
+from entrypoint.core.job import on_notify as job_notified
 
 # The run ends at most this long after global_shutdown_timeout, whatever is left: a process
 # the kernel cannot kill (uninterruptible sleep), an error in the sweep, no /proc.
@@ -81,6 +83,13 @@ class Supervisor:
         self.on_reload_signal = None     # set by the control layer (SIGHUP)
         self.on_report_signal = None     # set by the control layer (SIGUSR1 without a CMD)
         self.change_listeners: list = []  # called with each service that changed (proctitle)
+        self.before_sweep_hooks: list = []  # awaited once the services stopped (history writer)
+        self.history = History()
+        self.notify_listeners.append(note_progress)
+        self.notify_listeners.append(job_notified)
+        self.enabled_overrides: dict[str, bool] = {}   # `enable`/`disable NAME` (state_dir)
+        self.store = None                # the state_dir writer, when there is one
+        self.alerts = None               # core/alerts.py, when wired
 
     @property
     def cmd_pid(self) -> int | None:
@@ -94,7 +103,8 @@ class Supervisor:
                        timeouts=self.config.timeouts, lookup=self.services.__getitem__,
                        on_change=self._on_change, outputs_for=self._outputs_for,
                        hook_output_for=self._hook_output_for, environ=self.environ,
-                       notify_path=self._notify_path, notify_listeners=self.notify_listeners)
+                       notify_path=self._notify_path, notify_listeners=self.notify_listeners,
+                       on_run=self.history.add)
 
     def _notify_path(self) -> str | None:
         return self.notify_socket.path if self.notify_socket is not None else None
@@ -170,7 +180,8 @@ class Supervisor:
             self_notifier.start()
         if self.cmd:
             self._loop.create_task(self._run_cmd())
-        elif not enabled:
+        elif not enabled and not any(on is False for on in self.enabled_overrides.values()):
+            # (Services disabled by `disable NAME` keep the runner up: `enable` may follow.)
             self._end(0, "no services to run")
         status = await self._done
         for hook in self.shutdown_hooks:
@@ -206,7 +217,8 @@ class Supervisor:
         elif not self.cmd and service.state in TERMINAL:
             services = [s for s in self.services.values() if s.spec.enabled]
             # Ended by itself: a service someone stopped keeps the runner up (as supervisord).
-            if all(s.state in TERMINAL and not s.stop_requested for s in services):
+            # None left enabled (`disable NAME` of the last one): the runner stays up too.
+            if services and all(s.state in TERMINAL and not s.stop_requested for s in services):
                 failed = [s.name for s in services if s.state == State.FAILED]
                 self._end(1 if failed else 0, "every service has ended"
                           + (f" ({', '.join(failed)} failed)" if failed else ""))
@@ -354,6 +366,11 @@ class Supervisor:
             if self._exit_status is None:
                 self._exit_status = 1
             await everything
+        for hook in self.before_sweep_hooks:    # our own helpers end before the sweep
+            try:
+                await hook(self)
+            except Exception as exc:
+                self.printer.system(f"error during the shutdown: {exc!r}", "error")
         await final_sweep(self.reaper, self.printer, self._loop, deadline, self._forced)
 
     def _give_up(self, limit: float) -> None:

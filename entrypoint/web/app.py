@@ -108,12 +108,14 @@ def create_app(socket_path: str, auth: Auth) -> Starlette:
     async def history(req: Request):
         guard(req)
         name = req.path_params["name"]
-        result = await ask("history", names=[name])
-        if isinstance(result, Response) and result.status_code == 501:     # no store: states
-            result = await ask("status", names=[name])
-            if not isinstance(result, Response):
-                result = {"service": name, "history": result["services"][0]["history"]}
-        return result if isinstance(result, Response) else JSONResponse(result)
+        runs = await ask("history", names=[name])     # its runs (CONTRACT §11)
+        if isinstance(runs, Response) and runs.status_code != 501:
+            return runs
+        result = await ask("status", names=[name])     # and its state changes
+        if isinstance(result, Response):
+            return result
+        return JSONResponse({"service": name, "history": result["services"][0]["history"],
+                             "runs": [] if isinstance(runs, Response) else runs["runs"]})
 
     async def logs(req: Request):
         guard(req)

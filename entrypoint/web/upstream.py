@@ -27,8 +27,8 @@ class Unavailable(Exception):
     """The runner cannot be reached (it is restarting us, or gone)."""
 
 
-async def request(path: str, op: str, **args) -> dict:
-    """One request; the runner's reply object (ok or error). Unavailable when unreachable."""
+async def _send(path: str, op: str, args: dict):
+    """Connect and send one request; (reader, writer). Unavailable when unreachable."""
     try:
         reader, writer = await asyncio.open_unix_connection(path, limit=READ_LIMIT)
     except OSError as exc:
@@ -36,6 +36,16 @@ async def request(path: str, op: str, **args) -> dict:
     try:
         writer.write(encode({"v": VERSION, "op": op, "args": args}))
         await writer.drain()
+    except OSError as exc:
+        writer.close()
+        raise Unavailable(f"connection to the runner lost: {exc}") from None
+    return reader, writer
+
+
+async def request(path: str, op: str, **args) -> dict:
+    """One request; the runner's reply object (ok or error). Unavailable when unreachable."""
+    reader, writer = await _send(path, op, args)
+    try:
         line = await reader.readline()
     except (OSError, ValueError) as exc:
         raise Unavailable(f"connection to the runner lost: {exc}") from None
@@ -48,13 +58,8 @@ async def request(path: str, op: str, **args) -> dict:
 
 async def stream(path: str, op: str, **args):
     """The reply, then every object the runner sends on that connection, until it closes."""
+    reader, writer = await _send(path, op, args)
     try:
-        reader, writer = await asyncio.open_unix_connection(path, limit=READ_LIMIT)
-    except OSError as exc:
-        raise Unavailable(f"cannot reach the runner at {path}: {exc.strerror or exc}") from None
-    try:
-        writer.write(encode({"v": VERSION, "op": op, "args": args}))
-        await writer.drain()
         while line := await reader.readline():
             yield json.loads(line)
     except (OSError, ValueError):

@@ -86,10 +86,13 @@ def test_a_start_that_never_ran_gives_its_reason():
 
 # -- the transition table ----------------------------------------------------------------
 
-def test_every_state_has_its_transitions_and_terminal_states_only_restart():
+def test_every_state_has_its_transitions_and_terminal_states_only_restart_or_disable():
     assert set(ALLOWED) == set(State)
     for state in TERMINAL:
-        assert ALLOWED[state] == {State.PENDING}
+        assert ALLOWED[state] <= {State.PENDING, State.DISABLED} and State.PENDING in ALLOWED[state]
+    # A job's run, whatever its outcome, ends back in SCHEDULED, never FAILED by itself.
+    for state in (State.STARTING, State.RUNNING, State.STOPPING):
+        assert State.SCHEDULED in ALLOWED[state]
     assert State.FAILED in ALLOWED[State.STARTING] and State.BACKOFF in ALLOWED[State.RUNNING]
 
 
