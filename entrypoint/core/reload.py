@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from entrypoint.errors import ConfigError, EntrypointError
 from entrypoint.control.operations import OperationError
-from entrypoint.config.replicas import same_but_replicas as same
 from entrypoint.config.spec import Config
 from entrypoint.core.order import stop_in_order
 
@@ -42,6 +41,8 @@ class Diff:
 
 def diff(old: Config, new: Config) -> Diff:
     """What changed between two configs, names in config order (removed: old order)."""
+    from entrypoint.config.replicas import same_but_replicas as same   # only a reload needs it
+
     before = {s.name: s for s in old.services}
     after = {s.name: s for s in new.services}
     return Diff(

@@ -31,7 +31,6 @@ from entrypoint.core.signals import (FORWARDED_SIGNALS, SHUTDOWN_SIGNALS, SYNCHR
                                      become_subreaper)
 from entrypoint.core.sweep import final_sweep, leftovers_text
 from entrypoint.store.history import History, note_progress
-from entrypoint.core.job import on_notify as job_notified
 
 # The run ends at most this long after global_shutdown_timeout, whatever is left: a process
 # the kernel cannot kill (uninterruptible sleep), an error in the sweep, no /proc.
@@ -86,7 +85,7 @@ class Supervisor:
         self.before_sweep_hooks: list = []  # awaited once the services stopped (history writer)
         self.history = History()
         self.notify_listeners.append(note_progress)
-        self.notify_listeners.append(job_notified)
+        self.notify_listeners.append(_job_notified)
         self.enabled_overrides: dict[str, bool] = {}   # `enable`/`disable NAME` (state_dir)
         self.store = None                # the state_dir writer, when there is one
         self.alerts = None               # core/alerts.py, when wired
@@ -448,3 +447,12 @@ class Supervisor:
             log.close()
         if not keep_ring:
             self.rings.pop(name, None)
+
+
+def _job_notified(service, said: set[str]) -> None:
+    """X_NEXT_RUN from a job moves its next run. The job code (and its schedule) is
+    imported only once a job exists: a config without jobs never loads it."""
+    if service.job is not None and "X_NEXT_RUN" in said:
+        from entrypoint.core.job import on_notify
+
+        on_notify(service, said)
