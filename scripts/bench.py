@@ -69,6 +69,7 @@ def ensure_venv(venv: Path) -> Path:
         stamp.write_text("ok\n")
     print("bench: installing this checkout into the venv", file=sys.stderr)
     subprocess.run([*pip, "--no-deps", "--force-reinstall", str(ROOT)], check=True)
+    subprocess.run([*pip, str(ROOT)], check=True)     # a dependency added since (e.g. cronsim)
     return python
 
 
@@ -903,6 +904,7 @@ class Bench:
 def run(args) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="ep-bench-"))
     bench = Bench(args, tmp)
+    load_before = os.getloadavg()
     rounds, n = args.rounds, args.lines
     began = time.time()
     try:
@@ -951,7 +953,7 @@ def run(args) -> dict:
         kill_everything()
         shutil.rmtree(tmp, ignore_errors=True)
     return {"samples": bench.samples, "checks": bench.checks, "notes": bench.notes,
-            "elapsed": time.time() - began, "params": {
+            "elapsed": time.time() - began, "load": [load_before, os.getloadavg()], "params": {
                 "rounds": rounds, "lines": n, "services": args.services, "idle": args.idle,
                 "list_runs": args.list_runs, "init_runs": args.init_runs, "honcho_log_rounds": min(rounds, args.honcho_log_rounds),
                 "supervisord_stop_rounds": min(rounds, args.supervisord_stop_rounds),
@@ -1137,6 +1139,10 @@ def write_report(result: dict, out_dir: Path) -> None:
       f"{time.strftime('%Y-%m-%d', time.gmtime())}: {p['rounds']} round(s), medians "
       f"(min-max in small print). Re-run it with `python3 scripts/bench.py` "
       f"(`--quick` for a fast check); it took {result['elapsed']:.0f} s here.\n")
+    if result.get("load"):
+        (b1, b5, _), (a1, a5, _) = result["load"]
+        w(f"Load average of the machine (2 cores, shared with other work) when the run "
+          f"began: {b1:.2f} (1 min), {b5:.2f} (5 min); when it ended: {a1:.2f}, {a5:.2f}.\n")
     w("## Targets (issue 12), as ratios measured side by side in this run\n")
     w("Ratios are medians of per-round ratios (both sides measured in the same round). "
       "The relay is the 40-line stdlib reference runner in `scripts/bench.py` (one pipe per "
@@ -1215,9 +1221,18 @@ def write_report(result: dict, out_dir: Path) -> None:
           that prints its lines; entrypoint runs at {_x(_ratio(s, "log.entrypoint_pty", "log.forward_pty"))}
           of that forwarder under PTYs, and at {_x(_ratio(s, "log.entrypoint_pipe", "log.relay"))}
           of the relay with pipes, with no line lost, cut or mixed.
+        - **Scaling**: the cost per service stays flat or falls from 10 to 500 services for
+          the start, the stop, `list`, memory and CPU under output (table above): nothing
+          grows faster than linearly. The process title, once recomputed over all services
+          at every change (quadratic), is updated once per loop iteration.
         - **Stop**: the relay sends TERM and waits for each pid in turn, and exits; entrypoint
           also drains each service's last output, prints a line per stop, stops in reverse
-          dependency order and sweeps for escaped processes before it exits.
+          dependency order and sweeps for escaped processes before it exits. Traced (strace
+          of the runner during a stop of 50): a few loop iterations pass before the first
+          signal (one stop task per service, the one stop each caller awaits), then each
+          service costs a signal, a reap, a drain to EOF, two state changes and a line, in
+          Python; no wait or timer is on that path, and the cost per service falls as the
+          count grows (scaling curve).
         """))
     notes = list(dict.fromkeys(result["notes"]))
     for tool in TOOLS:
