@@ -1277,6 +1277,16 @@ def write_report(result: dict, out_dir: Path) -> None:
           launch (interpreter start-up and config loading included) to the last marker on
           its stdout. Bare: one Python process that already runs spawns the same commands
           with `os.posix_spawn` (or `subprocess.Popen`) and reads the markers from a pipe.
+          entrypoint's config is checked (`entrypoint check`, untimed) before each of its
+          runs, as an image build does, so `run` starts from the validated form it keeps;
+          "unchecked" is the same start without it (validated at start, as before). The
+          first line is the first marker's arrival. The relay (the reference runner of
+          issue 12) reads a JSON list of the services and is measured like the runners.
+        - **Scaling curve**: entrypoint with 10, 100 and 500 sleepers: start as above, 10 s
+          of idle CPU and wake-ups (`/proc/PID/task/*/schedstat` and `status`), PSS, the
+          median of 5 `entrypoint list`, the stop; then the same count of services printing
+          one line a second (a bash builtin `read -t 1` on a FIFO, no fork per line) for
+          the runner's CPU under light output.
         - **Memory**: PSS (`/proc/PID/smaps_rollup`) of the runner process 1 s after all
           services are up; "runner + helpers" adds the runner's Python child processes
           (honcho forks one per service). Bare: `python3 -c 'time.sleep()'`.
@@ -1367,20 +1377,21 @@ def scale_section(s: dict) -> list[str]:
 
 
 def _draw_scale(axes, s: dict, counts: list[int]) -> None:
-    groups = [("cost per service (ms): start and stop", ["start", "stop"]),
-              ("runner PSS (MB) and `list` (ms)", ["pss", "list"]),
-              ("runner CPU (ms per s)", ["cpu_sleep", "cpu_tick"])]
-    info = {k: (label, unit, per) for k, label, unit, per in SCALE}
+    """Cost per service (measure / services) against the count: a line that rises would
+    be worse than linear."""
+    groups = [("per service: start and stop (ms)", [("start", 1000), ("stop", 1000)]),
+              ("per service: PSS (KB) and `list` (ms)", [("pss", 1024), ("list", 1000)]),
+              ("per service: runner CPU (ms per s)", [("cpu_tick", 1), ("cpu_sleep", 1)])]
+    labels = {k: label for k, label, _, _ in SCALE}
     for ax, (title, keys) in zip(axes, groups):
-        for key in keys:
-            label, unit, per = info[key]
+        for key, unit_scale in keys:
             xs, ys = [], []
             for n in counts:
                 v = med(s, f"scale.{key}.{n}")
                 if v is not None:
                     xs.append(n)
-                    ys.append(v * (1000 if unit == "ms" else 1) / (n if per else 1))
-            ax.plot(xs, ys, marker="o", label=label)
+                    ys.append(v * unit_scale / n)
+            ax.plot(xs, ys, marker="o", label=labels[key])
         ax.set_xscale("log")
         ax.set_xticks(counts, [str(n) for n in counts])
         ax.set_xlabel("services")
