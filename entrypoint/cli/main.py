@@ -148,12 +148,17 @@ def cmd_check(argv: list[str]) -> int:
         found = preflight.problems(config)
         if found:
             raise ConfigError(config.source, found)
-    keep()      # only a config that passed, --strict included, is kept for `run`
+    # Only a config that passed, --strict included, is kept for `run`.
+    kept = None if values.get("no_keep") else keep()
     enabled = [s for s in config.services if s.enabled]
     layers = graph.start_layers(config.services)
     order = " -> ".join("[" + ", ".join(layer) + "]" for layer in layers) or "(none)"
     print(f"{config.source}: ok, {len(enabled)} enabled service(s) of {len(config.services)}; "
           f"start order: {order}")
+    if kept:    # a file the user did not name: say where, and how to do without it
+        print(f"kept the validated config in {kept} for `entrypoint run` (used while the "
+              f"config, its env files and the variables it read are unchanged; --no-keep "
+              f"not to write it)")
     return 0
 
 

@@ -109,6 +109,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("ENTRYPOINT_STRICT", ("--strict",), "strict", boolean, None,
            "also check every service as its own user would see it: commands executable, "
            "directories usable, env files readable (the image-build preflight)", (CHECK,)),
+    Option("ENTRYPOINT_NO_KEEP", ("--no-keep",), "no_keep", boolean, None,
+           "do not keep the validated config beside it (.NAME.validated.json) for a faster "
+           "`entrypoint run`", (CHECK,)),
     Option("ENTRYPOINT_READY_TIMEOUT", ("--ready-timeout",), "ready_timeout", seconds, "SECONDS",
            "how long the CMD waits for the services to be ready "
            "(default: the config's dependency_wait_timeout)", (RUN,)),

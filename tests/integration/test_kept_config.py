@@ -85,3 +85,16 @@ def test_a_kept_file_others_may_write_is_ignored(prepared, run_entrypoint, tmp_p
     path, env, kept, tool = prepared
     kept.chmod(0o646)
     assert validated_again(run_entrypoint("-c", path, cwd=tmp_path, env=env))
+
+
+def test_check_says_what_it_kept_and_no_keep_writes_nothing(tmp_path, write_config,
+                                                            run_entrypoint):
+    path = write_config('[[services]]\nname = "app"\ncommand = "sleep"\nargs = ["1"]\n')
+    kept = tmp_path / ".services.toml.validated.json"
+    env = entrypoint_env(XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    for words in (["--no-keep"], []):
+        checked = run_entrypoint("check", "-c", path, *words, cwd=tmp_path, env=env)
+        assert checked.wait(30) == 0, checked.stderr
+        if words:
+            assert not kept.exists() and "kept" not in checked.output
+    assert kept.is_file() and f"kept the validated config in {kept}" in checked.output
