@@ -18,9 +18,11 @@ from typing import Callable
 
 from entrypoint.core import ports, readiness
 from entrypoint.core.child import Child
+from entrypoint.core.dependencies import wait_dependencies
 from entrypoint.core.hooks import child_spawner, run_hook
 from entrypoint.core.notify import NotifyState
 from entrypoint.core.restart import RestartPolicy
+from entrypoint.core.snapshot import snapshot
 from entrypoint.output.printer import Printer
 from entrypoint.output.stream import StreamOutput
 from entrypoint.core.reaper import ExitStatus, Reaper
@@ -297,43 +299,7 @@ class Service:
                 self._notify()
 
     async def _wait_dependencies(self) -> bool:
-        deps = self.spec.depends_on
-        if not deps:
-            return True
-        timeout = self.rt.timeouts.dependency_wait_timeout
-        deadline = self.rt.loop.time() + timeout
-        announced = False
-        while True:
-            waiting = []
-            for dep_name, cond in deps:
-                dep = self.rt.lookup(dep_name)
-                held = dep.condition(cond)
-                if held is False:
-                    return self._fail_start(f'dependency "{dep_name}" will not become {cond} '
-                                            f"(it is {dep.state.value})")
-                if held is None:
-                    waiting.append((dep, cond))
-            if not waiting:
-                return True
-            if self._stop_requested:
-                self._set_state(State.STOPPED, "stopped while waiting for dependencies")
-                return False
-            remaining = deadline - self.rt.loop.time()
-            if remaining <= 0:
-                names = ", ".join(f'"{d.name}" ({c})' for d, c in waiting)
-                return self._fail_start(f"dependencies not ready after {timeout:g}s "
-                                        f"(dependency_wait_timeout): {names}")
-            if not announced:
-                names = ", ".join(f"{d.name} ({c})" for d, c in waiting)
-                self.say(f"waiting for {names}")
-                announced = True
-            waits = [asyncio.ensure_future(d.changed()) for d, _ in waiting]
-            waits.append(asyncio.ensure_future(self._wake.wait()))
-            try:
-                await asyncio.wait(waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waits:
-                    w.cancel()
+        return await wait_dependencies(self)
 
     def _fail_start(self, message: str) -> bool:
         self.last_error = message
@@ -449,34 +415,5 @@ class Service:
     # -- reporting --------------------------------------------------------------------
 
     def snapshot(self) -> dict:
-        uptime = None
-        if self.pid is not None and self.started_at is not None:
-            uptime = max(0.0, time.time() - self.started_at)
-        last_exit = None
-        if self.last_exit is not None:
-            last_exit = {"code": self.last_exit.code, "signal": self.last_exit.signal,
-                         "status": self.last_exit.shell_status,
-                         "text": self.last_exit.describe()}
-        check = None
-        if self.last_check is not None:
-            check = {"at": self.last_check[0], "ok": self.last_check[1], "output": self.last_check[2]}
-        return {
-            "name": self.name, "state": self.state.value, "health": self.health,
-            "pid": self.pid, "uptime": uptime, "restarts": self.restarts,
-            "exit": last_exit, "error": self.last_error,
-            "oneshot": self.spec.oneshot, "enabled": self.spec.enabled,
-            "required": self.spec.required,
-            "command": list(self.spec.argv), "user": self.spec.user,
-            "history": [{"at": t, "state": s, "reason": r} for t, s, r in self.history],
-            "next_run": self.job.next_run if self.job is not None else None,
-            "job": self.job.snapshot() if self.job is not None else None,
-            "last_run": self.last_run,
-            # What the dashboard and /metrics read: status text, progress, a job's counts.
-            "status": self.notify.status or None, "progress": self.notify.to_json()["progress"],
-            "job_runs": dict(self.job.results) if self.job is not None else None,
-            "last_success": self.job.last_success if self.job is not None else None,
-            "last_check": check,
-            "ready": self.spec.ready, "trigger": self.trigger,
-            "replica_of": self.spec.replica_of, "port": self.spec.port,
-            "notify": self.notify.to_json(),
-        }
+        """What `list --json`, `status`, the events and the HTTP face show of it."""
+        return snapshot(self)

@@ -19,6 +19,7 @@ from entrypoint.output.logfile import RotatingLog
 
 from entrypoint.output.stream import StreamOutput
 from entrypoint.core.child import Child
+from entrypoint.core.cmd_wait import wait_until_ready
 from entrypoint.core.order import stop_in_order
 from entrypoint.core.reaper import ExitStatus, Reaper
 from entrypoint.core import notify_client
@@ -246,49 +247,7 @@ class Supervisor:
         self._end(status.shell_status, f"the command ended ({status.describe()})")
 
     async def _wait_ready(self) -> bool:
-        deadline = self._loop.time() + self.ready_timeout
-        while not self.shutting_down:
-            # Any service that FAILED for good ends the wait, even one that was ready once
-            # (it started, then gave up): the CMD would run without it (CONTRACT §1).
-            failed = [s for s in self.services.values() if s.spec.enabled
-                      and s.state == State.FAILED and not s.spec.required]
-            if failed:      # a required one ends the run by itself, with its status
-                for service in failed:
-                    self.printer.system(f"{service.name} FAILED before the command could "
-                                        f"start: {self._why(service)}", "error")
-                self._end(1, ", ".join(f'"{s.name}"' for s in failed)
-                          + " FAILED before the command could start")
-                return False
-            waiting = self.not_ready()
-            if not waiting:
-                return True
-            for service in waiting:
-                if service.state in TERMINAL:
-                    if not service.spec.required:   # a required one ends the run by itself
-                        self._end(1, f'"{service.name}" {service.state.value} before the '
-                                     f"command could start")
-                    return False
-            remaining = deadline - self._loop.time()
-            if remaining <= 0:
-                names = ", ".join(f"{s.name} ({s.state.value}, wants {s.ready_condition})"
-                                  for s in waiting)
-                self.printer.system(f"services not ready after {self.ready_timeout:g}s "
-                                    f"(--ready-timeout): {names}", "error")
-                for service in waiting:
-                    for line in self.rings[service.name].tail(5):
-                        self.printer.system(f"  {service.name} | {line}")
-                self._end(1, "services never became ready")
-                return False
-            try:
-                await asyncio.wait_for(self._ready_changed.wait(), remaining)
-            except asyncio.TimeoutError:
-                pass
-        return False
-
-    @staticmethod
-    def _why(service: Service) -> str:
-        reason = service.history[-1][2] if service.history else ""
-        return reason or service.last_error or "no reason given"
+        return await wait_until_ready(self)
 
     # -- signals ----------------------------------------------------------------------
 
