@@ -306,3 +306,9 @@ def tagged():
                 pass
         time.sleep(0.05)
 
+
+
+@pytest.fixture
+def sock(tmp_path):
+    """The control socket of the test's runner: its own, in the test's temp dir."""
+    return str(tmp_path / "ctl.sock")

@@ -63,11 +63,6 @@ restart = "no"
 
 
 @pytest.fixture
-def sock(tmp_path):
-    return str(tmp_path / "ctl.sock")
-
-
-@pytest.fixture
 def browser():
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)

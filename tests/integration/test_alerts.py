@@ -36,11 +36,6 @@ server.serve_forever()
 
 
 @pytest.fixture
-def sock(tmp_path):
-    return str(tmp_path / "ctl.sock")
-
-
-@pytest.fixture
 def recorder(tmp_path):
     """A real HTTP server in a subprocess; yields (url, received): POSTed JSON bodies."""
     path = tmp_path / "received.jsonl"

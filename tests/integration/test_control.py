@@ -44,11 +44,6 @@ BASIC = """
 
 
 @pytest.fixture
-def sock(tmp_path):
-    return str(tmp_path / "ctl.sock")
-
-
-@pytest.fixture
 def basic(run_entrypoint, write_config, sock):
     runner = start_runner(run_entrypoint, write_config(BASIC), sock,
                           web="RUNNING", worker="RUNNING", init="COMPLETED")

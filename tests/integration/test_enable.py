@@ -23,11 +23,6 @@ JOBS = """
 """
 
 
-@pytest.fixture
-def sock(tmp_path):
-    return str(tmp_path / "ctl.sock")
-
-
 def runs(runner) -> int:
     return sum(1 for line in runner.lines if "tick: started (pid" in line)
 

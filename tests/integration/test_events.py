@@ -42,11 +42,6 @@ STACK = """
 
 
 @pytest.fixture
-def sock(tmp_path):
-    return str(tmp_path / "ctl.sock")
-
-
-@pytest.fixture
 def stack(run_entrypoint, write_config, sock):
     return start_runner(run_entrypoint, write_config(STACK), sock, web="RUNNING")
 

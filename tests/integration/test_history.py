@@ -14,11 +14,6 @@ from control_helpers import ctl, start_runner
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def sock(tmp_path):
-    return str(tmp_path / "ctl.sock")
-
-
 def history(sock: str, *args: str) -> list[dict]:
     done = ctl(sock, "history", "--json", *args)
     assert done.returncode == 0, done.stderr

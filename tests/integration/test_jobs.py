@@ -14,11 +14,6 @@ from control_helpers import ctl, services, start_runner
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def sock(tmp_path):
-    return str(tmp_path / "ctl.sock")
-
-
 def runs_of(runner, name: str) -> int:
     return sum(1 for line in runner.lines if f"{name}: started (pid" in line)
 

@@ -27,11 +27,6 @@ def service_env(pid: int) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in pairs}
 
 
-@pytest.fixture
-def sock(tmp_path):
-    return str(tmp_path / "ctl.sock")
-
-
 def test_notify_gates_dependent_ignores_stranger_and_shows_status(run_entrypoint, write_config,
                                                                    sock, tmp_path):
     go = tmp_path / "go"

@@ -20,11 +20,6 @@ pytestmark = pytest.mark.timeout(90)
 NOTIFY = f"{PYTHON} -m entrypoint notify"
 
 
-@pytest.fixture
-def sock(tmp_path):
-    return str(tmp_path / "ctl.sock")
-
-
 @pytest.mark.skipif(not (shutil.which("redis-server") and shutil.which("redis-cli")),
                     reason="redis-server (Debian's redis-server package) not installed")
 def test_redis_supervised_systemd_gates_dependent_and_cmd(run_entrypoint, write_config, tmp_path):

@@ -41,11 +41,6 @@ def greeted(runner, *names: str) -> None:
 HEAD = "[timeouts]\nservice_shutdown_timeout = 3\n"
 
 
-@pytest.fixture
-def sock(tmp_path):
-    return str(tmp_path / "ctl.sock")
-
-
 def test_reload_applies_only_the_difference(run_entrypoint, tmp_path, sock):
     config = tmp_path / "services.toml"
     config.write_text(HEAD + service("db", "db v1") + service("web", "web v1", depends_on="db")

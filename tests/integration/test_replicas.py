@@ -15,11 +15,6 @@ from control_helpers import ctl, services, start_runner, wait_states
 pytestmark = pytest.mark.timeout(90)
 
 
-@pytest.fixture
-def sock(tmp_path):
-    return str(tmp_path / "ctl.sock")
-
-
 def web_config(port: int, replicas: int) -> str:
     return f"""
         [timeouts]

@@ -35,11 +35,6 @@ args = ["-c", "echo worker up; exec sleep 1000"]
 
 
 @pytest.fixture
-def sock(tmp_path):
-    return str(tmp_path / "ctl.sock")
-
-
-@pytest.fixture
 def stack(run_entrypoint, write_config, sock):
     runner, base = web_stack(run_entrypoint, write_config, sock, APP)
     return runner, base

@@ -24,11 +24,6 @@ args = ["-c", "exec sleep 1000"]
 """
 
 
-@pytest.fixture
-def sock(tmp_path):
-    return str(tmp_path / "ctl.sock")
-
-
 def _connect(base: str) -> socket.socket:
     host, port = base.removeprefix("http://").split(":")
     return socket.create_connection((host, int(port)), timeout=10)
